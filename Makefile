@@ -1,0 +1,87 @@
+# supportlm: `make all` (setup + whole pipeline) and `make test` do everything on a fresh clone.
+# PROFILE=cpu|gpu|smoke merges profiles/<name>.yaml into params.yaml before running (unset: params.yaml as is).
+
+SHELL        := /bin/bash
+PYTHON       ?= python3
+VENV         := .venv
+BIN          := $(VENV)/bin
+STAMP        := $(VENV)/.installed
+CONSTRAINTS  := requirements/constraints-cpu.txt
+EXTRAS       := labels,train,eval,serve,bench,dev
+PROFILE      ?=
+export PATH  := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export TOKENIZERS_PARALLELISM := false
+ifneq ($(PROFILE),gpu)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+endif
+
+.DEFAULT_GOAL := help
+
+# Setup ---------------------------------------------------------------------------------
+.PHONY: setup
+setup: $(STAMP)  ## create .venv and install the pinned stack (idempotent)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	$(BIN)/pip check
+	touch $@
+
+# Pipeline ------------------------------------------------------------------------------
+.PHONY: all profile repro dag push pull data-bench
+all: setup profile repro  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu to switch profile)
+
+profile: setup
+ifneq ($(PROFILE),)
+	$(BIN)/supportlm params apply-profile $(PROFILE)
+endif
+
+repro: setup  ## dvc repro (reruns only what changed)
+	$(BIN)/supportlm params check > /dev/null
+	$(BIN)/dvc repro
+
+dag: setup  ## print the stage graph
+	$(BIN)/dvc dag
+
+push: setup  ## push data and models to the default DVC remote
+	$(BIN)/dvc push
+
+pull: setup  ## pull data and models from the default DVC remote
+	$(BIN)/dvc pull
+
+data-bench: setup  ## time ingest+clean+split+quality at 27K and 270K rows -> reports/data_scaling.json
+	$(BIN)/supportlm data-bench --rows 27000 --rows 270000
+
+# Tests ---------------------------------------------------------------------------------
+.PHONY: test test-unit test-data test-integration
+test: setup  ## every test tier except GPU-only ones (what CI runs)
+	$(BIN)/python -m pytest -m "not gpu" tests
+
+test-unit: setup  ## fast unit tier
+	$(BIN)/python -m pytest tests/unit
+
+test-data: setup  ## checks on the real Bitext sample and the pipeline's own outputs
+	$(BIN)/python -m pytest tests/data
+
+test-integration: setup  ## DVC / stage runs on tiny data
+	$(BIN)/python -m pytest tests/integration
+
+# Style ---------------------------------------------------------------------------------
+.PHONY: lint format
+lint: setup
+	$(BIN)/ruff check src stages tests
+
+format: setup
+	$(BIN)/ruff format src stages tests
+
+# Cleaning ------------------------------------------------------------------------------
+.PHONY: clean help
+clean:  ## remove caches (keeps .venv, data and the DVC cache)
+	rm -rf .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+help:
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'

@@ -1,0 +1,140 @@
+"""`supportlm` command line (Typer): one command per stage plus tools.
+
+Every command validates params.yaml first (unknown key or bad value -> exit 2 with
+the key path, before any work), prints the resolved block it uses, and turns
+user errors into one red line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from supportlm.errors import SupportLMError
+
+app = typer.Typer(help="supportlm: customer-support data -> fine-tuned, quantized, served LM.", no_args_is_help=True)
+params_app = typer.Typer(help="Validate and show params.yaml; apply profiles.", no_args_is_help=True)
+app.add_typer(params_app, name="params")
+err = Console(stderr=True)
+out = Console()
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params file to validate and use")]
+
+
+def _stage_funcs() -> dict[str, tuple[str, Callable[..., Any]]]:
+    """stage name -> (params block it reads, runner). Imports are lazy: `--help` stays fast."""
+    from supportlm.data import pipeline
+    from supportlm.train import base_model
+
+    def run_base_model(params: Any, paths: Any) -> dict[str, Any]:
+        base_model.resolve(params.base_model, paths.base_model)
+        return {"base_model": str(paths.base_model)}
+
+    return {
+        "ingest": ("ingest", pipeline.run_ingest),
+        "base_model": ("base_model", run_base_model),
+        "clean": ("clean", pipeline.run_clean),
+        "split": ("split", pipeline.run_split),
+        "format": ("format", pipeline.run_format),
+        "quality": ("quality", pipeline.run_quality),
+    }
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run fn; a SupportLMError becomes a one-line message and its exit code (no traceback)."""
+    try:
+        return fn()
+    except SupportLMError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def run_stage(name: str, params_path: Path = Path("params.yaml")) -> dict[str, Any]:
+    """What `stages/<name>.py` and `supportlm <name>` both call."""
+    from supportlm.config import load_params
+    from supportlm.paths import Paths
+
+    def go() -> dict[str, Any]:
+        params = load_params(params_path)
+        block, func = _stage_funcs()[name]
+        out.print(f"[bold]{name}[/] params: {getattr(params, block).model_dump_json()}", highlight=False)
+        metrics = func(params, Paths())
+        out.print(json.dumps(_summary(metrics), indent=None, default=str)[:2000], highlight=False)
+        return metrics
+
+    return guarded(go)
+
+
+def stage_main(name: str) -> None:
+    """Entry point for stages/*.py: exit code 0 on success, the error's code otherwise."""
+    try:
+        run_stage(name)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if not isinstance(v, (list, dict)) or k in ("counts", "by_reason")}
+
+
+def _stage_command(name: str) -> None:
+    def command(params: ParamsOpt = Path("params.yaml")) -> None:
+        run_stage(name, params)
+
+    command.__doc__ = f"Run the `{name}` stage outside DVC (same code as `dvc repro {name}`)."
+    app.command(name.replace("_", "-"))(command)
+
+
+for _name in ("ingest", "base_model", "clean", "split", "format", "quality"):
+    _stage_command(_name)
+
+
+@params_app.command("check")
+def params_check(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Validate params.yaml and print the resolved values (defaults filled in)."""
+    from supportlm.config import load_params
+
+    p = guarded(lambda: load_params(params))
+    out.print_json(p.model_dump_json())
+
+
+@params_app.command("apply-profile")
+def apply_profile(
+    name: Annotated[str, typer.Argument(help="profiles/<name>.yaml to merge into params.yaml: cpu, gpu, smoke")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Merge a profile overlay into params.yaml (comments kept); the result is validated first."""
+    from supportlm.profiles import apply_profile as apply
+
+    changed = guarded(lambda: apply(name, params))
+    out.print(f"profile [bold]{name}[/]: {len(changed)} value(s) set" + "".join(f"\n  {k}" for k in changed))
+
+
+@app.command("data-bench")
+def data_bench(
+    rows: Annotated[list[int], typer.Option("--rows", help="synthetic row counts to time (repeatable)")] = [
+        27_000,
+        270_000,
+    ],
+    output: Annotated[Path, typer.Option(help="where the figures go")] = Path("reports/data_scaling.json"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Time ingest+clean+split+quality on N synthetic rows (each in a fresh process) and report scaling."""
+    from supportlm.data.scaling import run_scaling
+
+    result = guarded(lambda: run_scaling(rows, params, output))
+    out.print_json(json.dumps(result))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

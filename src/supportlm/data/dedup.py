@@ -1,0 +1,103 @@
+"""Exact and near-duplicate detection that never compares all pairs.
+
+Exact: a hash of the normalized text. Near: MinHash signatures over word shingles
+(datasketch, vectorised `MinHash.bulk`) indexed in an LSH table, so each row is
+checked against its few LSH candidates only and cost grows linearly with rows.
+The same index builds the split stage's near-duplicate groups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+from supportlm.data.text import normalize_for_match
+
+
+_WORD = re.compile(r"\w+|\{\{[^}]*\}\}")
+
+
+def shingles(text: str, n: int) -> set[bytes]:
+    """Word n-grams of the lowercased text, punctuation dropped (so "now." == "now")."""
+    words = _WORD.findall(normalize_for_match(text))
+    if len(words) < n:
+        return {" ".join(words).encode()} if words else {b""}
+    return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
+
+
+def signatures(texts: Sequence[str], num_perm: int, shingle_words: int, seed: int = 1) -> list[MinHash]:
+    """One MinHash per text; `bulk` hashes a whole batch with numpy (much faster than update())."""
+    sets = [shingles(t, shingle_words) for t in texts]
+    return MinHash.bulk(sets, num_perm=num_perm, seed=seed)
+
+
+def exact_key(text: str) -> str:
+    return hashlib.blake2b(normalize_for_match(text).encode(), digest_size=16).hexdigest()
+
+
+def find_exact_duplicates(texts: Sequence[str]) -> dict[int, int]:
+    """index -> index of the first row with the same normalized text."""
+    first: dict[str, int] = {}
+    dupes: dict[int, int] = {}
+    for i, t in enumerate(texts):
+        k = exact_key(t)
+        if k in first:
+            dupes[i] = first[k]
+        else:
+            first[k] = i
+    return dupes
+
+
+def find_near_duplicates(
+    sigs: Sequence[MinHash], threshold: float, skip: set[int] | None = None
+) -> dict[int, tuple[int, float]]:
+    """index -> (index of the earlier kept row it duplicates, estimated Jaccard).
+
+    Rows are visited in order; a row whose best LSH candidate reaches `threshold` is a
+    duplicate of that candidate, otherwise it joins the index. Earlier rows win, so
+    the result is deterministic for a given row order.
+    """
+    skip = skip or set()
+    num_perm = len(sigs[0].hashvalues) if sigs else 128
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    dupes: dict[int, tuple[int, float]] = {}
+    for i, sig in enumerate(sigs):
+        if i in skip:
+            continue
+        best, best_j = -1, 0.0
+        for cand in lsh.query(sig):
+            j = sig.jaccard(sigs[cand])
+            if j >= threshold and (j > best_j or (j == best_j and cand < best)):
+                best, best_j = cand, j
+        if best >= 0:
+            dupes[i] = (best, best_j)
+        else:
+            lsh.insert(i, sig)
+    return dupes
+
+
+def near_duplicate_groups(sigs: Sequence[MinHash], threshold: float) -> np.ndarray:
+    """Connected components of the LSH 'similar >= threshold' graph (union-find); one group id per row."""
+    parent = np.arange(len(sigs))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    if not sigs:
+        return parent
+    lsh = MinHashLSH(threshold=threshold, num_perm=len(sigs[0].hashvalues))
+    for i, sig in enumerate(sigs):
+        for cand in lsh.query(sig):
+            if sig.jaccard(sigs[cand]) >= threshold:
+                a, b = find(i), find(cand)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+        lsh.insert(i, sig)
+    return np.array([find(i) for i in range(len(sigs))])

@@ -1,0 +1,124 @@
+"""Train/val/test split: stratified by intent, grouped so related rows never cross splits.
+
+A group joins rows that share a conversation id (turns of one dialogue, when a
+source stores them as separate rows) and rows that are near-duplicates above
+`split.group_threshold` (MinHash/LSH connected components). Whole groups are
+assigned, intent by intent, to reach the target ratios; the leakage check then
+re-derives groups from the written splits and counts any that span two splits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from supportlm.config import CleanParams, SplitParams
+from supportlm.data import dedup
+from supportlm.data.schema import Record
+
+SPLITS = ("train", "val", "test")
+
+
+def group_ids(records: Sequence[Record], p: SplitParams, dedup_p: CleanParams) -> list[str]:
+    """A group id per record: union of conversation ids and near-duplicate components."""
+    sigs = dedup.signatures([r.text() for r in records], dedup_p.dedup.num_perm, dedup_p.dedup.shingle_words)
+    comp = dedup.near_duplicate_groups(sigs, p.group_threshold)
+    # merge components that share a conversation id
+    parent = {int(c): int(c) for c in set(comp.tolist())}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_comp_of_conv: dict[str, int] = {}
+    for r, c in zip(records, comp, strict=True):
+        conv = r.meta.get("conversation_id")
+        if conv is None:
+            continue
+        key = f"{r.source}:{conv}"
+        if key in first_comp_of_conv:
+            a, b = find(first_comp_of_conv[key]), find(int(c))
+            parent[max(a, b)] = min(a, b)
+        else:
+            first_comp_of_conv[key] = int(c)
+    return [records[find(int(c))].id for c in comp]
+
+
+def assign(records: Sequence[Record], groups: Sequence[str], p: SplitParams) -> dict[str, list[Record]]:
+    """Greedy per-intent assignment of whole groups to the split furthest below its target."""
+    rng = random.Random(p.seed)
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    # a group's stratum is its most common intent (ties -> alphabetical)
+    by_intent: dict[str, list[str]] = defaultdict(list)
+    for g, idx in members.items():
+        counts = Counter(records[i].intent for i in idx)
+        intent = min(counts, key=lambda k: (-counts[k], k))
+        by_intent[intent].append(g)
+    ratios = {"train": p.train, "val": p.val, "test": p.test}
+    out: dict[str, list[Record]] = {s: [] for s in SPLITS}
+    for intent in sorted(by_intent):
+        gs = sorted(by_intent[intent])
+        rng.shuffle(gs)
+        gs.sort(key=lambda g: -len(members[g]))  # big groups first, so the small ones can even things out
+        filled = dict.fromkeys(SPLITS, 0)
+        total = sum(len(members[g]) for g in gs)
+        for g in gs:
+            # the split whose share is furthest below its target (ties -> train, val, test order)
+            deficit = {s: ratios[s] * total - filled[s] for s in SPLITS}
+            target = max(SPLITS, key=lambda s: (deficit[s], -SPLITS.index(s)))
+            filled[target] += len(members[g])
+            for i in members[g]:
+                rec = records[i]
+                rec.meta["group_id"] = g
+                out[target].append(rec)
+    for s in SPLITS:
+        out[s].sort(key=lambda r: r.id)
+    return out
+
+
+def leakage(splits: dict[str, list[Record]], p: SplitParams, dedup_p: CleanParams) -> dict[str, Any]:
+    """Recompute groups over all split rows together and count those found in more than one split."""
+    flat = [(s, r) for s in SPLITS for r in splits[s]]
+    if not flat:
+        return {"leaked_groups": 0, "cross_split_exact_duplicates": 0, "conversations_crossing": 0}
+    recs = [r for _, r in flat]
+    gids = group_ids(recs, p, dedup_p)
+    where: dict[str, set[str]] = defaultdict(set)
+    for (s, _), g in zip(flat, gids, strict=True):
+        where[g].add(s)
+    exact_where: dict[str, set[str]] = defaultdict(set)
+    for s, r in flat:
+        exact_where[dedup.exact_key(r.text())].add(s)
+    conv_where: dict[str, set[str]] = defaultdict(set)
+    for s, r in flat:
+        if "conversation_id" in r.meta:
+            conv_where[f"{r.source}:{r.meta['conversation_id']}"].add(s)
+    return {
+        "leaked_groups": sum(1 for v in where.values() if len(v) > 1),
+        "cross_split_exact_duplicates": sum(1 for v in exact_where.values() if len(v) > 1),
+        "conversations_crossing": sum(1 for v in conv_where.values() if len(v) > 1),
+    }
+
+
+def split(records: list[Record], p: SplitParams, dedup_p: CleanParams) -> tuple[dict[str, list[Record]], dict]:
+    groups = group_ids(records, p, dedup_p)
+    out = assign(records, groups, p)
+    sizes = np.array(list(Counter(groups).values())) if groups else np.array([0])
+    report = {
+        "counts": {s: len(out[s]) for s in SPLITS},
+        "ratios": {s: round(len(out[s]) / max(1, len(records)), 4) for s in SPLITS},
+        "groups": int(len(set(groups))),
+        "largest_group": int(sizes.max()),
+        "rows_in_multi_row_groups": int(sizes[sizes > 1].sum()),
+        "intents_per_split": {s: len({r.intent for r in out[s]}) for s in SPLITS},
+    }
+    report |= leakage(out, p, dedup_p)
+    return out, report

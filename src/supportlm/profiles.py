@@ -1,0 +1,83 @@
+"""Profiles: overlays in profiles/<name>.yaml merged into params.yaml, comments kept.
+
+A profile changes values, never code paths. The merged file is validated before it
+is written, so a bad overlay never leaves a broken params.yaml behind. Lists (such
+as ingest.sources) are replaced whole, mappings merged key by key. profiles/cpu.yaml
+holds the CPU value of every key another profile sets, so `apply-profile cpu`
+restores the defaults exactly.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from supportlm.config import parse_params
+from supportlm.errors import ConfigError
+
+
+def _yaml() -> YAML:
+    y = YAML()
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    return y
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten(v, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
+def merge(target: CommentedMap, overlay: dict[str, Any], prefix: str = "") -> list[str]:
+    """Deep-merge overlay into target in place; return the dotted keys whose value changed."""
+    changed: list[str] = []
+    for k, v in overlay.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(target.get(k), dict):
+            changed += merge(target[k], v, key + ".")
+        elif target.get(k) != v:
+            target[k] = v
+            changed.append(key)
+    return changed
+
+
+def load_overlay(name: str, profiles_dir: Path) -> dict[str, Any]:
+    path = profiles_dir / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
+        raise ConfigError(f"profile `{name}`: {path} not found. Known profiles: {known}")
+    data = _yaml().load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of stage blocks")
+    return data
+
+
+def apply_profile(name: str, params_path: Path = Path("params.yaml")) -> list[str]:
+    params_path = Path(params_path)
+    profiles_dir = params_path.parent / "profiles"
+    y = _yaml()
+    doc = y.load(params_path.read_text())
+    overlay = load_overlay(name, profiles_dir)
+    changed = merge(doc, overlay)
+    if doc.get("profile") != name:
+        doc["profile"] = name
+        changed.append("profile")
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    text = buf.getvalue()
+    parse_params(YAML(typ="safe").load(text), f"{params_path} + profiles/{name}.yaml")  # validate before writing
+    tmp = params_path.with_name(params_path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(params_path)
+    return changed

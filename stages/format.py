@@ -1,0 +1,17 @@
+"""Format: apply the base model's chat template; token-length statistics.
+
+    dvc repro format
+    python stages/format.py          # same code, outside DVC
+
+Writes data/formatted/{train,val,test}.jsonl, reports/format.json.
+"""
+
+from supportlm.cli import stage_main
+
+
+def main() -> None:
+    stage_main("format")
+
+
+if __name__ == "__main__":
+    main()

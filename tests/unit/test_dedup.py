@@ -1,0 +1,42 @@
+"""Exact and MinHash/LSH near-duplicate detection."""
+
+from supportlm.data import dedup
+
+BASE = (
+    "I am sorry to hear that your order has not arrived yet. Please open the Orders page, "
+    "select order {{Order Number}} and choose Track to see where the parcel is right now."
+)
+
+
+def test_exact_duplicates_ignore_case_and_spacing():
+    texts = ["Hello  World", "hello world", "other", "HELLO WORLD "]
+    assert dedup.find_exact_duplicates(texts) == {1: 0, 3: 0}
+
+
+def test_near_duplicates_found_and_earlier_row_wins():
+    near = BASE.replace("right now", "right now.")  # punctuation edit
+    other = "How do I change the delivery address on my account? I moved last week and need it updated."
+    sigs = dedup.signatures([BASE, other, near, BASE.replace("parcel", "package")], num_perm=128, shingle_words=3)
+    found = dedup.find_near_duplicates(sigs, threshold=0.7)  # one swapped word: true Jaccard 28/34
+    assert set(found) == {2, 3}
+    assert found[2] == (0, 1.0)  # punctuation is ignored by the shingles
+    assert found[3][0] == 0
+
+
+def test_skip_excludes_rows_from_the_index():
+    sigs = dedup.signatures([BASE, BASE], num_perm=64, shingle_words=3)
+    assert dedup.find_near_duplicates(sigs, 0.9, skip={0}) == {}
+
+
+def test_groups_are_connected_components():
+    a2 = BASE.replace("yet", "yet,")
+    other = "Please cancel my newsletter subscription immediately, I never signed up for it in the first place."
+    sigs = dedup.signatures([BASE, other, a2, other + " thanks"], num_perm=128, shingle_words=2)
+    groups = dedup.near_duplicate_groups(sigs, 0.7).tolist()
+    assert groups[0] == groups[2] and groups[1] == groups[3] and groups[0] != groups[1]
+
+
+def test_signature_is_deterministic():
+    a = dedup.signatures([BASE], 64, 3)[0].hashvalues
+    b = dedup.signatures([BASE], 64, 3)[0].hashvalues
+    assert (a == b).all()
