@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from typing import Any
 
 import ftfy
@@ -400,10 +399,3 @@ def test_tiny_n(n: int) -> None:
     records, truth = generate(n, 1)
     assert len(records) == n
     assert all(t["id"] in {r.id for r in records} for t in truth)
-
-
-def test_generation_is_fast() -> None:
-    """Budget is < 2 s for 12k rows on a slow core; 5 s of CPU leaves room for a loaded CI box."""
-    start = time.process_time()
-    generate(N, SEED + 1)
-    assert time.process_time() - start < 5.0
