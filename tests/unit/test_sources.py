@@ -109,3 +109,32 @@ def test_weight_and_max_rows_sample_deterministically(tmp_path):
     assert len(first) == 30 and first == again and first != other
     capped = src.model_copy(update={"weight": 1.0, "max_rows": 7})
     assert len(load_source(capped, seed=1, base_dir=tmp_path).records) == 7
+
+
+def test_hf_datasets_local_file_and_saved_dir(tmp_path):
+    import datasets
+
+    from supportlm.config import HFSource
+    from supportlm.data.sources import load_hf
+
+    rows = [{"q": f"where is order {i}", "a": f"reply {i}", "label": "track_order"} for i in range(5)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = HFSource(name="hf", type="hf", dataset=str(path), columns=ColumnMap(instruction="q", response="a", intent="label"))
+    res = load_hf(src, tmp_path)
+    assert [r.messages[1].content for r in res.records] == [f"reply {i}" for i in range(5)]
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_list(rows).save_to_disk(str(saved))
+    res2 = load_hf(src.model_copy(update={"dataset": str(saved)}), tmp_path)
+    assert [r.id for r in res2.records] == [f"hf:{i}" for i in range(1, 6)]
+
+
+def test_hf_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
+    from supportlm.config import HFSource
+    from supportlm.data.sources import load_hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    src = HFSource(name="hf", type="hf", dataset="bitext/not-here-offline", columns=COLS)
+    with pytest.raises(DataError, match=r"'bitext/not-here-offline' is not a local path and the hub is offline.*local dir or file"):
+        load_hf(src, tmp_path)

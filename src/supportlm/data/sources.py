@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import random
 import sys
 from collections.abc import Iterator
@@ -236,6 +237,10 @@ def load_table(src: TableSource, base_dir: Path) -> SourceResult:
     return out
 
 
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def load_hf(src: HFSource, base_dir: Path) -> SourceResult:
     """HF `datasets`: local dir/file offline, or a hub id when online."""
     import datasets  # heavy import, only when this source is used
@@ -251,6 +256,11 @@ def load_hf(src: HFSource, base_dir: Path) -> SourceResult:
                 datasets.load_dataset(builder, data_files=str(local), split="train")
                 if builder
                 else datasets.load_dataset(str(local), split=src.split)
+            )
+        elif _offline():
+            raise DataError(
+                f"hf source '{src.name}': '{src.dataset}' is not a local path and the hub is offline "
+                f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE). Point `dataset:` at a local dir or file."
             )
         else:
             ds = datasets.load_dataset(src.dataset, split=src.split, revision=src.revision)

@@ -23,9 +23,12 @@ from supportlm.data.schema import Record
 SPLITS = ("train", "val", "test")
 
 
-def group_ids(records: Sequence[Record], p: SplitParams, dedup_p: CleanParams) -> list[str]:
+def signatures(records: Sequence[Record], dedup_p: CleanParams) -> list:
+    return dedup.signatures([r.text() for r in records], dedup_p.dedup.num_perm, dedup_p.dedup.shingle_words)
+
+
+def group_ids(records: Sequence[Record], p: SplitParams, sigs: Sequence) -> list[str]:
     """A group id per record: union of conversation ids and near-duplicate components."""
-    sigs = dedup.signatures([r.text() for r in records], dedup_p.dedup.num_perm, dedup_p.dedup.shingle_words)
     comp = dedup.near_duplicate_groups(sigs, p.group_threshold)
     # merge components that share a conversation id
     parent = {int(c): int(c) for c in set(comp.tolist())}
@@ -84,13 +87,16 @@ def assign(records: Sequence[Record], groups: Sequence[str], p: SplitParams) -> 
     return out
 
 
-def leakage(splits: dict[str, list[Record]], p: SplitParams, dedup_p: CleanParams) -> dict[str, Any]:
-    """Recompute groups over all split rows together and count those found in more than one split."""
+def leakage(splits: dict[str, list[Record]], p: SplitParams, sig_by_id: dict[str, Any]) -> dict[str, Any]:
+    """Regroup the rows as written (split order, fresh LSH index) and count groups found in two splits.
+
+    Independent of `assign`: it only trusts the signatures, so an assignment bug shows up here.
+    """
     flat = [(s, r) for s in SPLITS for r in splits[s]]
     if not flat:
         return {"leaked_groups": 0, "cross_split_exact_duplicates": 0, "conversations_crossing": 0}
     recs = [r for _, r in flat]
-    gids = group_ids(recs, p, dedup_p)
+    gids = group_ids(recs, p, [sig_by_id[r.id] for r in recs])
     where: dict[str, set[str]] = defaultdict(set)
     for (s, _), g in zip(flat, gids, strict=True):
         where[g].add(s)
@@ -109,7 +115,8 @@ def leakage(splits: dict[str, list[Record]], p: SplitParams, dedup_p: CleanParam
 
 
 def split(records: list[Record], p: SplitParams, dedup_p: CleanParams) -> tuple[dict[str, list[Record]], dict]:
-    groups = group_ids(records, p, dedup_p)
+    sigs = signatures(records, dedup_p)
+    groups = group_ids(records, p, sigs)
     out = assign(records, groups, p)
     sizes = np.array(list(Counter(groups).values())) if groups else np.array([0])
     report = {
@@ -120,5 +127,5 @@ def split(records: list[Record], p: SplitParams, dedup_p: CleanParams) -> tuple[
         "rows_in_multi_row_groups": int(sizes[sizes > 1].sum()),
         "intents_per_split": {s: len({r.intent for r in out[s]}) for s in SPLITS},
     }
-    report |= leakage(out, p, dedup_p)
+    report |= leakage(out, p, {r.id: sig for r, sig in zip(records, sigs, strict=True)})
     return out, report
