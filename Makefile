@@ -55,6 +55,14 @@ pull: setup  ## pull data and models from the default DVC remote
 data-bench: setup  ## time ingest+clean+split+quality at 27K and 270K rows -> reports/data_scaling.json
 	$(BIN)/supportlm data-bench --rows 27000 --rows 270000
 
+llama-tools: setup  ## build llama-server/quantize/bench from the llama-cpp-python sdist (cached in ~/.cache/supportlm)
+	$(BIN)/python -m supportlm.llamacpp
+
+# Serving -------------------------------------------------------------------------------
+.PHONY: serve llama-tools
+serve: setup  ## gateway + llama-server on the fine-tuned q4_k_m (needs SUPPORTLM_API_KEYS=id:key)
+	$(BIN)/supportlm serve
+
 # Tests ---------------------------------------------------------------------------------
 .PHONY: test test-unit test-data test-integration
 test: setup  ## every test tier except GPU-only ones (what CI runs)

@@ -132,6 +132,26 @@ def data_bench(
     out.print_json(json.dumps(result))
 
 
+@app.command("serve")
+def serve_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    host: Annotated[str | None, typer.Option(help="bind address (default serve.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default serve.port)")] = None,
+) -> None:
+    """Start llama-server (or use SUPPORTLM_ENGINE_URL) and the gateway; SIGTERM drains in-flight requests."""
+    from supportlm.config import load_params
+    from supportlm.serve.server import serve
+    from supportlm.serve.settings import ServeSettings
+
+    def go() -> None:
+        p = load_params(params)
+        out.print(f"[bold]serve[/] params: {p.serve.model_dump_json()}", highlight=False)
+        overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        serve(ServeSettings.from_params(p.serve, **overrides))
+
+    guarded(go)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

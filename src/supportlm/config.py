@@ -179,55 +179,171 @@ class LoraParams(Strict):
     r: Annotated[int, Field(ge=1, le=1024)] = 16  # higher = more capacity, more memory
     alpha: Annotated[float, Field(gt=0)] = 32  # usually 2 x r
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: Literal["auto"] | list[str] = "auto"  # auto = all attention + MLP projections
+    # auto = every attention + MLP projection of the architecture (llama/mistral/gemma/qwen: q,k,v,o,
+    # gate,up,down); an explicit list is checked against the model's module names before training
+    target_modules: Literal["auto"] | Annotated[list[str], Field(min_length=1)] = "auto"
 
 
 class QuantParams(Strict):
-    """bitsandbytes 4-bit base for QLoRA."""
+    """bitsandbytes 4-bit base for QLoRA (train.method=qlora)."""
 
     quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    double_quant: bool = True  # quantize the quantization constants too: ~0.4 bit/param saved
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto = the train precision
 
 
 class EarlyStopping(Strict):
     patience: Annotated[int, Field(ge=1)] = 3  # evaluations without improvement before stopping
-    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    min_delta: Annotated[float, Field(ge=0)] = 0.0  # an eval must beat the best val loss by more than this
 
 
 class TrainParams(Strict):
     seed: int = 42
-    method: Literal["lora", "qlora"] = "lora"
+    method: Literal["lora", "qlora"] = "lora"  # qlora = 4-bit base (bitsandbytes): ~4x less base memory, slower
     quant: QuantParams = QuantParams()
-    train_rows: Annotated[int, Field(ge=1)] | None = None  # subset of the train split (CPU budget); None = all
-    val_rows: Annotated[int, Field(ge=1)] | None = 200  # val subset for the periodic eval
-    max_length: Annotated[int, Field(ge=32, le=32768)] = 512
-    packing: bool = True  # pack examples into full-length rows: little padding waste
+    train_rows: Annotated[int, Field(ge=1)] | None = 640  # seeded subset of the train split (CPU budget); None = all
+    val_rows: Annotated[int, Field(ge=1)] | None = 48  # seeded val subset: base loss + every eval use the same rows
+    max_length: Annotated[int, Field(ge=32, le=32768)] = 512  # tokens per example; longer ones are truncated
+    # grouped = length-grouped batches padded to their longest row (default); packed = examples laid end to
+    # end in max_length rows (block-diagonal attention via position_ids); padded = naive, pad to max_length
+    batching: Literal["grouped", "packed", "padded"] = "grouped"
     epochs: Annotated[float, Field(gt=0)] = 1.0
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: Annotated[int, Field(ge=1)] = 4
+    batch_size: Annotated[int, Field(ge=1)] = 4  # rows per micro-batch (packed: rows of max_length tokens)
     gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 2  # effective batch = batch_size x this
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-4
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.05
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    gradient_checkpointing: bool = False  # saves activation memory, costs ~30% speed
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    eval_steps: Annotated[int, Field(ge=1)] = 20
-    save_steps: Annotated[int, Field(ge=1)] = 20
-    save_total_limit: Annotated[int, Field(ge=1)] = 2
+    max_grad_norm: Annotated[float, Field(gt=0)] | None = 1.0  # clip; None = no clipping (norm still logged)
+    gradient_checkpointing: bool = False  # recompute activations in backward: far less memory, ~30% slower
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto = bf16 (CUDA, Ampere+), fp16 (older), fp32 (CPU)
+    eval_steps: Annotated[int, Field(ge=1)] = 20  # optimizer steps between val evaluations
+    save_steps: Annotated[int, Field(ge=1)] = 20  # optimizer steps between checkpoints (a new best is always saved)
+    save_total_limit: Annotated[int, Field(ge=1)] = 2  # newest checkpoints kept, plus the best one
     early_stopping: EarlyStopping = EarlyStopping()
     tracking: Literal["mlflow", "wandb", "none"] = "mlflow"
-    baseline_steps: Annotated[int, Field(ge=0)] = 4  # naive padded baseline steps for the speed ratio
+    baseline_steps: Annotated[int, Field(ge=0)] = 2  # optimizer steps of naive padded batching for the speed ratio
 
-    @model_validator(mode="after")
-    def _checkpoints_align(self) -> TrainParams:
-        if self.save_steps % self.eval_steps:
-            raise ValueError(
-                f"train.save_steps must be a multiple of train.eval_steps (best-checkpoint tracking). "
-                f"Given: save_steps={self.save_steps}, eval_steps={self.eval_steps}"
-            )
-        return self
+
+# ---------------------------------------------------------------- merge / evaluate / quantize
+
+
+class MergeParams(Strict):
+    """Fold the LoRA adapter into the base weights (models/merged): one plain HF model for eval + GGUF."""
+
+    # fp32 on CPU (135M: 0.54 GB, exact merge); bfloat16 halves the files for 7B (the GGUF export reads
+    # it as is); a QLoRA adapter is always merged into the de-quantized base, never the 4-bit one
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_shard_size: str = "2GB"  # safetensors shard size; smaller = more files, less peak RAM when loading
+
+
+class EvaluateParams(Strict):
+    """Base vs fine-tuned on a seeded, intent-stratified sample of the test split."""
+
+    seed: int = 42
+    # 2 models x rows x max_new_tokens decode dominates the CPU time: 96 rows x 128 tokens = ~4 min on 2 cores
+    sample_rows: Annotated[int, Field(ge=1)] | None = 96  # None = the whole test split (GPU host)
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 128  # reference replies: ~80 words = ~110 tokens
+    batch_size: Annotated[int, Field(ge=1)] = 16  # left-padded generation batch; larger = faster, more RAM
+    max_prompt_tokens: Annotated[int, Field(ge=16)] = 768  # longer prompts keep their last tokens
+    examples: Annotated[int, Field(ge=0, le=50)] = 5  # side-by-side examples in reports/eval.md
+    repetition_ngram: Annotated[int, Field(ge=1, le=8)] = 3  # n of the repeated-n-gram rate
+    degenerate_repetition: Annotated[float, Field(gt=0, le=1)] = 0.5  # repeated-n-gram rate that counts as degenerate
+    classifier_rows: Annotated[int, Field(ge=50)] | None = None  # train rows for the intent classifier; None = all
+    human_eval_rows: Annotated[int, Field(ge=0)] = 40  # rows in the blind A/B sheet (0 = no sheet)
+    threads: Annotated[int, Field(ge=1)] | None = None  # torch CPU threads; None = torch's default (all cores)
+
+
+class QuantizeParams(Strict):
+    """GGUF (llama.cpp) and torch (bitsandbytes / GPTQ) variants of models/merged, scored on one test slice."""
+
+    seed: int = 42
+    gguf_types: list[Literal["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k"]] = [
+        "q8_0",  # ~8.5 bit/weight: near-lossless
+        "q4_k_m",  # ~4.8 bit/weight: the usual serving default
+        "q4_0",  # ~4.5 bit/weight: simplest 4-bit, fastest on old CPUs, a bit less accurate
+    ]
+    # bnb_int8 / gptq need CUDA and are skipped with a recorded reason on CPU; bnb_nf4 runs on CPU
+    # (bitsandbytes >= 0.49) but ~10x slower than fp32 there
+    torch_variants: list[Literal["bnb_int8", "bnb_nf4", "gptq"]] = ["bnb_int8", "bnb_nf4", "gptq"]
+    # every variant sees the same rows: 32 rows x 80 tokens x 6 variants = ~5 min on 2 cores
+    eval_rows: Annotated[int, Field(ge=1)] = 32
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 80
+    speed_prompts: Annotated[int, Field(ge=1)] = 3  # single-stream decode tok/s = median over this many prompts
+    n_ctx: Annotated[int, Field(ge=128)] = 1024  # llama.cpp context; must hold prompt + reply
+    threads: Annotated[int, Field(ge=1)] | None = None  # None = all cores
+    size_reduction_target: Annotated[float, Field(gt=0, lt=1)] = 0.5  # q4_k_m must be this much smaller than f16
+    rouge_drop_target: Annotated[float, Field(ge=0)] = 2.0  # max q4_k_m ROUGE-L drop vs f16, in points (0-100)
+    gptq_calibration_rows: Annotated[int, Field(ge=8)] = 128  # GPU only: more = better 4-bit, slower
+
+
+# ---------------------------------------------------------------- serve
+# Mirrors supportlm.serve.settings.ServeSettings: `serve.<block>.<key>` is the env var
+# SUPPORTLM_<BLOCK>_<KEY> (env wins). Secrets (API keys) are env/file only, never here.
+
+
+class ServeEngineParams(Strict):
+    kind: Literal["llamacpp", "tgi", "vllm", "openai"] = "llamacpp"  # llamacpp = embedded llama-server
+    url: str | None = None  # external engine (TGI/vLLM); None = `supportlm serve` starts llama-server itself
+    model: str | None = None  # model name sent upstream; None = the kind's default / vLLM's /v1/models
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8081
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0  # upstream call (non-stream) / longest gap between chunks
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    start_timeout_s: Annotated[float, Field(gt=0)] = 180.0  # model load before serve() gives up
+    health_interval_s: Annotated[float, Field(gt=0)] = 2.0  # readiness probe period
+    retry_after_s: Annotated[int, Field(ge=1)] = 2  # Retry-After while the engine is down
+    restart_backoff_s: Annotated[float, Field(gt=0)] = 1.0  # doubles per crash ...
+    restart_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0  # ... up to this
+
+
+class ServeModelParams(Strict):
+    path: str = "models/gguf/model-q4_k_m.gguf"  # the quantize stage's q4_k_m
+    fallback_bundled: bool = True  # serve the bundled SmolLM2 GGUF when `path` is absent (said in /readyz)
+    served_name: str = "supportlm"
+
+
+class ServeLlamaParams(Strict):
+    threads: Annotated[int, Field(ge=1)] | None = None  # None = all cores
+    ctx_size: Annotated[int, Field(ge=128)] = 2048  # tokens per slot; llama-server gets ctx_size x parallel
+    parallel: Annotated[int, Field(ge=1, le=256)] = 4  # slots decoded together: more = throughput, slower each
+    batch_size: Annotated[int, Field(ge=1)] = 512  # -b: prompt tokens per decode call
+    ubatch_size: Annotated[int, Field(ge=1)] = 512  # -ub: <= batch_size; lower = less memory
+    extra_args: list[str] = []
+
+
+class ServeLimitsParams(Strict):
+    max_concurrency: Annotated[int, Field(ge=1)] = 8  # requests in the engine at once (>= llama.parallel)
+    max_queue: Annotated[int, Field(ge=0)] = 32  # waiting beyond that -> 503 + Retry-After
+    queue_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    rate_per_s: Annotated[float, Field(ge=0)] = 2.0  # token-bucket refill per API key (requests/s)
+    burst: Annotated[int, Field(ge=1)] = 20  # bucket size per key
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 262144  # 413 above this
+    max_prompt_chars: Annotated[int, Field(ge=1)] = 8000  # all message contents together (~4 chars/token)
+    max_tokens: Annotated[int, Field(ge=1)] = 2048  # upper bound of max_tokens (the context size)
+    default_max_tokens: Annotated[int, Field(ge=1)] = 256
+    max_messages: Annotated[int, Field(ge=1)] = 64
+
+
+class ServeLogParams(Strict):
+    file: str | None = None  # JSON request log (size-rotated); stdout always gets it
+    max_bytes: Annotated[int, Field(ge=1024)] = 10485760
+    backups: Annotated[int, Field(ge=0)] = 5
+    prompts: bool = False  # log prompts/replies, PII-masked
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ServeParams(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    drain_timeout_s: Annotated[float, Field(gt=0)] = 30.0  # SIGTERM: in-flight requests get this long
+    system_prompt: str | None = None  # default system message (use format.system_prompt to match training)
+    engine: ServeEngineParams = ServeEngineParams()
+    model: ServeModelParams = ServeModelParams()
+    llama: ServeLlamaParams = ServeLlamaParams()
+    limits: ServeLimitsParams = ServeLimitsParams()
+    log: ServeLogParams = ServeLogParams()
 
 
 class Params(Strict):
@@ -240,6 +356,7 @@ class Params(Strict):
     quality: QualityParams = QualityParams()
     train: TrainParams = TrainParams()
     lora: LoraParams = LoraParams()
+    serve: ServeParams = ServeParams()
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

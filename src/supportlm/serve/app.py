@@ -1,0 +1,1001 @@
+"""FastAPI gateway in front of one OpenAI-compatible engine (llama-server, TGI or vLLM).
+
+    app = build_app(ServeSettings(), engine=None)   # engine None: built from settings, closed with the app
+
+Routes (one table; docs at /docs, schema at /openapi.json):
+
+| route                      | auth | what                                                                   |
+|----------------------------|------|------------------------------------------------------------------------|
+| POST /v1/chat/completions  | key  | OpenAI chat body; `stream: true` -> SSE `data: {chunk}` ... `data: [DONE]` |
+| POST /v1/generate          | key  | flat `{prompt, max_new_tokens, temperature, ...}` (DESIGN.md's contract)  |
+| GET  /v1/models            | key  | the served model                                                       |
+| GET  /healthz              | -    | process is up (200)                                                    |
+| GET  /readyz               | -    | engine answers (200) or not (503, `type: "healthcheck"`, Retry-After)  |
+| GET  /metrics              | -    | Prometheus text                                                        |
+| GET  /playground           | -    | static chat page (no external resources)                               |
+
+Order of checks for /v1/*: request id -> API key (401) -> rate limit (429) -> Content-Length (413) ->
+JSON + schema (422; a body that streams past the limit: 413) -> engine ready (503) ->
+queue (503) -> engine (504 on timeout, 503 on failure). Invalid JSON, bad UTF-8 and a missing
+`Content-Type: application/json` are all 422 with a message naming the problem (not 400, so every
+malformed-body case has one status). Every answer carries `X-Request-ID` (the client's, if it sent a
+sane one). Nothing but the error table's body ever reaches a client: one catch-all turns any
+other exception into a 500 naming the request id, and the process keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from supportlm.errors import SupportLMError
+from supportlm.serve.engines import Engine, EngineMonitor, UpstreamStream
+from supportlm.serve.errors import (
+    HTTP_STATUS_SPECS,
+    INTERNAL,
+    EngineUnavailable,
+    ModelNotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServeError,
+    Unauthorized,
+    error_body,
+    error_response,
+    serve_error_response,
+    spec_for,
+    validation_message,
+)
+from supportlm.serve.limits import (
+    ConcurrencyLimiter,
+    KeyStore,
+    RateLimiter,
+    content_length,
+    limit_body,
+    presented_key,
+)
+from supportlm.serve.logging import Metrics, RequestContext, RequestLogger, close_logger, make_logger
+from supportlm.serve.settings import ServeSettings, load_settings, resolve_model
+
+log = logging.getLogger("supportlm.serve")
+
+UNINSTRUMENTED = frozenset({"/healthz", "/readyz", "/metrics"})
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# C0 controls except \t \n \r, DEL, and lone surrogates (valid JSON escapes, invalid text for an engine)
+BAD_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+PLAYGROUND_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
+)
+
+
+# ================================================================ request/response schemas
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bounded(name: str, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> Any:
+    """A number field whose error reads like TGI's: "`temperature` must be >= 0.0 and <= 2.0. Given: 3.5".
+    The bounds also go into the JSON schema (so /docs and schemathesis see them)."""
+    op = ">" if lo_open else ">="
+
+    def check(v: float) -> float:
+        ok_lo = v > lo if lo_open else v >= lo
+        if not (ok_lo and v <= hi):  # NaN fails both comparisons
+            raise ValueError(f"`{name}` must be {op} {lo} and <= {hi}. Given: {_short(v)}")
+        return v
+
+    schema = {"exclusiveMinimum" if lo_open else "minimum": lo, "maximum": hi}
+    return Annotated[int if integer else float, AfterValidator(check), Field(json_schema_extra=schema)]
+
+
+def _text(name: str, max_chars: int) -> Any:
+    """A string without control characters (except tab/newline/CR) or lone surrogates, at most max_chars."""
+
+    def check(v: str) -> str:
+        if len(v) > max_chars:
+            raise ValueError(
+                f"`{name}` must be at most {max_chars:,} characters. Given: {len(v):,} characters"
+            )
+        bad = BAD_CHARS_RE.search(v)
+        if bad:
+            raise ValueError(
+                f"`{name}` must not contain control characters or unpaired surrogates. "
+                f"Given: U+{ord(bad.group()):04X} at character {bad.start()}"
+            )
+        return v
+
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra={"maxLength": max_chars})]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error: `{"error": {"message", "type", "param", "code"}}`."""
+
+    error: ErrorDetail
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: str = "assistant"
+    content: str | None = None
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+
+
+class GenerateDetails(BaseModel):
+    finish_reason: str | None = None
+    prompt_tokens: int
+    generated_tokens: int
+
+
+class GenerateResponse(BaseModel):
+    generated_text: str
+    model: str
+    details: GenerateDetails
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    owned_by: str = "supportlm"
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+def request_models(s: ServeSettings) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(ChatRequest, GenerateRequest) with this server's limits baked into validators and schema."""
+    max_tok = s.limits_max_tokens
+    MaxTokens = _bounded("max_tokens", 1, max_tok, integer=True)
+    MaxNewTokens = _bounded("max_new_tokens", 1, max_tok, integer=True)
+    Temperature = _bounded("temperature", 0.0, 2.0)
+    TopP = _bounded("top_p", 0.0, 1.0, lo_open=True)
+    Penalty = _bounded("penalty", -2.0, 2.0)
+    Seed = _bounded("seed", 0, 2**32 - 1, integer=True)
+    N = _bounded("n", 1, 1, integer=True)
+    Content = _text("content", s.limits_max_prompt_chars)
+    StopWord = _text("stop", 64)
+    # a string or up to 4 strings; normalised to a list before validation so errors name `stop`, not a
+    # union branch (`stop.str`), while the schema still shows both forms
+    Stop = Annotated[
+        list[StopWord],  # type: ignore[valid-type]
+        BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
+        Field(max_length=4),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "maxLength": 64},
+                    {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 4},
+                ]
+            }
+        ),
+    ]
+
+    class ChatMessage(_Body):
+        role: Literal["system", "user", "assistant"]
+        content: Content  # type: ignore[valid-type]
+        name: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
+
+    class StreamOptions(_Body):
+        include_usage: bool = False
+
+    class ChatRequest(_Body):
+        """OpenAI chat completion request (the subset a single-model support assistant needs)."""
+
+        model: Annotated[str, Field(max_length=256)] | None = Field(
+            None, description=f"`{s.model_served_name}` or omitted"
+        )
+        messages: list[ChatMessage] = Field(
+            json_schema_extra={"minItems": 1, "maxItems": s.limits_max_messages},
+            description=f"1 to {s.limits_max_messages} messages; contents together at most "
+            f"{s.limits_max_prompt_chars:,} characters",
+        )
+        max_tokens: MaxTokens | None = None  # type: ignore[valid-type]
+        max_completion_tokens: MaxTokens | None = None  # type: ignore[valid-type]
+        temperature: Temperature | None = None  # type: ignore[valid-type]
+        top_p: TopP | None = None  # type: ignore[valid-type]
+        n: N | None = Field(None, description="must be 1")  # type: ignore[valid-type]
+        stream: bool = False
+        stream_options: StreamOptions | None = None
+        stop: Stop | None = None  # type: ignore[valid-type]
+        seed: Seed | None = None  # type: ignore[valid-type]
+        presence_penalty: Penalty | None = None  # type: ignore[valid-type]
+        frequency_penalty: Penalty | None = None  # type: ignore[valid-type]
+        user: Annotated[str, Field(max_length=256)] | None = None
+
+        @field_validator("messages")
+        @classmethod
+        def _messages(cls, v: list[Any]) -> list[Any]:
+            if not v:
+                raise ValueError("`messages` must contain at least one message. Given: []")
+            if len(v) > s.limits_max_messages:
+                raise ValueError(
+                    f"`messages` must hold at most {s.limits_max_messages} messages. Given: {len(v)}"
+                )
+            total = sum(len(m.content) for m in v)
+            if total > s.limits_max_prompt_chars:
+                raise ValueError(
+                    f"`messages` contents must total at most {s.limits_max_prompt_chars:,} characters "
+                    f"(~{s.limits_max_prompt_chars // 4:,} tokens). Given: {total:,} characters"
+                )
+            return v
+
+        @model_validator(mode="after")
+        def _one_max(self) -> ChatRequest:
+            if self.max_tokens is not None and self.max_completion_tokens is not None:
+                raise ValueError("give `max_tokens` or `max_completion_tokens`, not both")
+            return self
+
+    class GenerateRequest(_Body):
+        """Single-turn generation (DESIGN.md: flat, TGI parameter names). The prompt is sent as the user
+        message through the model's chat template, after `system` (or the server's system prompt)."""
+
+        prompt: Content = Field(description="the customer's message")  # type: ignore[valid-type]
+        system: Content | None = None  # type: ignore[valid-type]
+        max_new_tokens: MaxNewTokens | None = None  # type: ignore[valid-type]
+        temperature: Temperature | None = None  # type: ignore[valid-type]
+        top_p: TopP | None = None  # type: ignore[valid-type]
+        stop: Stop | None = None  # type: ignore[valid-type]
+        seed: Seed | None = None  # type: ignore[valid-type]
+        stream: bool = False
+
+        @field_validator("prompt")
+        @classmethod
+        def _prompt(cls, v: str) -> str:
+            if not v.strip():
+                raise ValueError("`prompt` must not be empty. Given: ''")
+            return v
+
+    return ChatRequest, GenerateRequest
+
+
+# ================================================================ the gateway's state
+
+
+class Gateway:
+    """Everything a request needs, built once per app."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        registry: CollectorRegistry | None = None,
+        model_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = s = settings
+        self.engine = engine
+        self.metrics = Metrics(registry)
+        self.keys = KeyStore.load(s.api_keys.get_secret_value() if s.api_keys else None, s.api_keys_file)
+        self.rate = RateLimiter(s.limits_burst, s.limits_rate_per_s, clock)
+        self.limiter = ConcurrencyLimiter(
+            s.limits_max_concurrency, s.limits_max_queue, s.limits_queue_timeout_s, self.metrics.queue_changed
+        )
+        self.monitor = EngineMonitor(
+            engine, s.engine_health_interval_s, lambda up: self.metrics.engine_up.set(1 if up else 0)
+        )
+        self.access_logger = make_logger(
+            "supportlm.access",
+            stdout=s.log_stdout,
+            file=s.log_file,
+            max_bytes=s.log_max_bytes,
+            backups=s.log_backups,
+            level=s.log_level,
+        )
+        self.request_log = RequestLogger(self.access_logger, s.log_prompts)
+        self.model_info = model_info if model_info is not None else default_model_info(s)
+        self.route_paths: frozenset[str] = frozenset()  # filled by build_app: metric labels for early errors
+        if not len(self.keys):
+            if s.allow_anonymous:
+                log.warning("no API keys configured and allow_anonymous=true: the gateway is open to anyone")
+            else:
+                log.warning("no API keys configured: every /v1 request gets 401 (set SUPPORTLM_API_KEYS)")
+
+    @property
+    def auth_mode(self) -> str:
+        return "api_keys" if len(self.keys) else ("anonymous" if self.settings.allow_anonymous else "no_keys")
+
+    # -------------------------------------------------------- admission (middleware, before the body)
+
+    def admit(self, ctx: RequestContext, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        s = self.settings
+        if len(self.keys):
+            key = presented_key(headers)
+            if key is None:
+                raise Unauthorized(
+                    "Missing API key: send `Authorization: Bearer <key>` (or `X-API-Key: <key>`)",
+                    code="missing_api_key",
+                )
+            key_id = self.keys.check(key)
+            if key_id is None:
+                raise Unauthorized("Invalid API key", code="invalid_api_key")
+        elif s.allow_anonymous:
+            key_id = "anonymous"
+        else:
+            raise Unauthorized(
+                "No API keys are configured on this server: set SUPPORTLM_API_KEYS or SUPPORTLM_API_KEYS_FILE "
+                "(or SUPPORTLM_ALLOW_ANONYMOUS=true for local use)",
+                code="no_keys_configured",
+            )
+        ctx.key_id = key_id
+        wait = self.rate.acquire(key_id)
+        if wait > 0:
+            raise RateLimited(
+                f"Rate limit exceeded for key `{key_id}` ({s.limits_burst} requests burst, "
+                f"{s.limits_rate_per_s:g}/s refill); retry in {math.ceil(wait)} s",
+                code="rate_limit_exceeded",
+                retry_after=wait,
+            )
+        size = content_length(headers)
+        if size is not None and size > s.limits_max_body_bytes:
+            raise PayloadTooLarge(
+                f"Request body is {size:,} bytes; the limit is {s.limits_max_body_bytes:,}",
+                code="body_too_large",
+            )
+
+    # -------------------------------------------------------- engine calls
+
+    def check_model(self, requested: str | None) -> None:
+        allowed = {self.settings.model_served_name, self.engine.model}
+        if requested is not None and requested not in allowed:
+            raise ModelNotFound(
+                f"`model` must be `{self.settings.model_served_name}` or omitted. Given: {_short(requested)!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+    def check_ready(self) -> None:
+        if self.monitor.ready is False:
+            detail = self.monitor.status.detail if self.monitor.status else "down"
+            raise EngineUnavailable(
+                f"The engine is not ready ({detail}); retry shortly",
+                code="engine_unavailable",
+                retry_after=self.settings.engine_retry_after_s,
+            )
+
+    def _engine_down(self, exc: ServeError) -> ServeError:
+        """Book-keeping for an error from the engine call: an unreachable engine is marked down at once
+        (later requests fail fast until the monitor sees it again); engine-side failures are counted."""
+        if isinstance(exc, EngineUnavailable):
+            self.monitor.mark_down(exc.message)
+            exc.retry_after = exc.retry_after or self.settings.engine_retry_after_s
+        if spec_for(exc).err in ("engine", "timeout", "overloaded"):  # not: the engine rejecting a prompt
+            self.metrics.engine_errors.labels(exc.code or spec_for(exc).err).inc()
+        return exc
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.check_ready()
+        slot = await self.limiter.acquire()
+        try:
+            return await self.engine.chat(body)
+        except ServeError as exc:
+            raise self._engine_down(exc) from None
+        finally:
+            slot.release()
+
+    async def open_stream(self, body: dict[str, Any]) -> tuple[UpstreamStream, Callable[[], None]]:
+        self.check_ready()
+        slot = await self.limiter.acquire()
+        try:
+            return await self.engine.open_stream(body), slot.release
+        except BaseException as exc:
+            slot.release()
+            if isinstance(exc, ServeError):
+                raise self._engine_down(exc) from None
+            raise
+
+    def upstream_body(
+        self,
+        messages: list[dict[str, Any]],
+        max_tokens: int | None,
+        sampling: dict[str, Any],
+    ) -> dict[str, Any]:
+        if self.settings.system_prompt and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
+        body = {"messages": messages, "max_tokens": max_tokens or self.settings.limits_default_max_tokens}
+        body.update({k: v for k, v in sampling.items() if v is not None})
+        return body
+
+
+def default_model_info(s: ServeSettings) -> dict[str, Any]:
+    if s.engine_kind == "llamacpp" and s.manages_engine:
+        try:
+            path, source = resolve_model(s)
+            return {"model_path": str(path), "model_source": source}
+        except SupportLMError:  # no GGUF at all: /readyz says so (serve() would have refused to start)
+            return {"model_path": str(s.model_path), "model_source": "missing"}
+    return {"model_source": "external"}
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4) if text else 0
+
+
+# ================================================================ middleware + streaming response
+
+
+class GatewayMiddleware:
+    """Outermost layer: request id, admission (auth, rate, size), catch-all, one log line + metrics."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gw = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers", [])
+        rid = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), "")
+        if not REQUEST_ID_RE.match(rid):
+            rid = uuid.uuid4().hex
+        ctx = RequestContext(rid, scope["method"], scope["path"], engine=self.gw.engine.kind)
+        state = scope.setdefault("state", {})
+        state["ctx"] = ctx
+        state["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                ctx.status = message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
+                }
+            await send(message)
+
+        try:
+            if scope["path"].startswith("/v1/"):
+                self.gw.admit(ctx, headers)
+                receive = limit_body(receive, self.gw.settings.limits_max_body_bytes)
+            await self.app(scope, receive, send_with_id)
+        except ServeError as exc:  # admission: nothing has been sent yet
+            ctx.err = spec_for(exc).err
+            await _with_auth_header(serve_error_response(exc), exc)(scope, receive, send_with_id)
+        except Exception:
+            ctx.err = INTERNAL.err
+            log.exception("unhandled error, request_id=%s", rid)
+            if not started:
+                await internal_error(rid)(scope, receive, send_with_id)
+            # else: a stream was under way; the connection just ends
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            ctx.route = route or (scope["path"] if scope["path"] in self.gw.route_paths else "other")
+            if ctx.status is None:
+                ctx.status = 500
+            if scope["path"] not in UNINSTRUMENTED:
+                latency = time.perf_counter() - ctx.started
+                try:
+                    self.gw.metrics.observe(ctx, latency)
+                    self.gw.request_log.log(ctx, latency * 1000)
+                except Exception:  # observability must never fail a request
+                    log.exception("request log/metrics failed")
+
+
+def internal_error(rid: str) -> JSONResponse:
+    return error_response(
+        500, f"Internal error (request id {rid}); it has been logged", INTERNAL.type, code="internal_error"
+    )
+
+
+def _with_auth_header(response: Response, exc: ServeError) -> Response:
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+class EngineStreamResponse(StreamingResponse):
+    """SSE response that (1) watches for the client going away while the engine is still thinking, and
+    (2) always runs `on_close` (close the upstream stream, free the queue slot), however it ends.
+
+    Starlette only notices a disconnect when the next chunk fails to send; a slot should be freed the
+    moment the client leaves, not at the next token (which may be a long prompt-processing away)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        on_close: Sequence[Callable[[], Any]],
+        ctx: RequestContext,
+    ) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.on_close = list(on_close)
+        self.ctx = ctx
+
+    async def _wait_disconnect(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = asyncio.ensure_future(self.stream_response(send))
+        watch = asyncio.ensure_future(self._wait_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({stream, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if stream not in done:
+                self.ctx.client_disconnected = True
+                stream.cancel()
+            watch.cancel()
+            await asyncio.gather(stream, watch, return_exceptions=True)
+            if stream.done() and not stream.cancelled() and stream.exception() is not None:
+                exc = stream.exception()
+                if isinstance(exc, OSError):  # the client went away between chunks
+                    self.ctx.client_disconnected = True
+                else:
+                    raise exc  # type: ignore[misc]
+        finally:
+            for task in (stream, watch):
+                task.cancel()
+            with contextlib.suppress(Exception):  # e.g. "already running" if we are being cancelled
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            for cb in self.on_close:
+                try:
+                    result = cb()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("stream cleanup failed")
+
+
+def sse(data: Any) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+# ================================================================ the app
+
+
+def build_app(
+    settings: ServeSettings | None = None,
+    engine: Engine | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    registry: CollectorRegistry | None = None,
+    model_info: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The gateway app.
+
+    Args:
+        settings: limits, keys, logging, engine location (default: from SUPPORTLM_* env vars).
+        engine: the upstream; None = `Engine(settings.engine_base_url, kind=settings.engine_kind, ...)`,
+            owned (closed) by the app. A passed engine stays the caller's to close.
+        clock: monotonic seconds for the rate limiter (tests inject a fake one).
+        registry: Prometheus registry (default: a fresh one per app).
+        model_info: what /readyz reports about the served model (serve() passes the resolved GGUF).
+    """
+    s = settings or load_settings()
+    owns_engine = engine is None
+    if engine is None:
+        engine = Engine(
+            s.engine_base_url,
+            kind=s.engine_kind,
+            model=s.engine_model or (s.model_served_name if s.engine_kind == "llamacpp" else None),
+            api_key=s.engine_api_key.get_secret_value() if s.engine_api_key else None,
+            timeout_s=s.engine_timeout_s,
+            connect_timeout_s=s.engine_connect_timeout_s,
+            max_connections=s.limits_max_concurrency + 8,
+        )
+    gw = Gateway(s, engine, clock=clock, registry=registry, model_info=model_info)
+    ChatRequest, GenerateRequest = request_models(s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw.monitor.start()
+        try:
+            yield
+        finally:
+            await gw.monitor.stop()
+            if owns_engine:
+                await engine.aclose()
+            close_logger(gw.access_logger)
+
+    app = FastAPI(
+        title="supportlm gateway",
+        version="0.1.0",
+        description=(__doc__ or "").split("\n\n")[0],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorBody, "description": "missing or invalid API key"},
+        404: {"model": ErrorBody, "description": "unknown `model`"},
+        413: {"model": ErrorBody, "description": "body too large"},
+        422: {"model": ErrorBody, "description": "invalid body; `param` names the field"},
+        429: {"model": ErrorBody, "description": "rate limit; see Retry-After"},
+        503: {"model": ErrorBody, "description": "engine not ready or queue full; see Retry-After"},
+        504: {"model": ErrorBody, "description": "engine timeout"},
+    }
+    # OpenAPI < 3.2: the text/event-stream schema describes one event
+    sse_doc = {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {"data": {"type": "string", "description": "a JSON chunk, or [DONE] to end"}},
+            }
+        }
+    }
+
+    # -------------------------------------------------------- exception handlers (one place)
+
+    def _note(request: Request, err: str) -> None:
+        ctx = getattr(request.state, "ctx", None)
+        if ctx is not None:
+            ctx.err = err
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(request: Request, exc: ServeError) -> Response:
+        _note(request, spec_for(exc).err)
+        return _with_auth_header(serve_error_response(exc), exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        _note(request, "validation")
+        message, param = validation_message(exc.errors())
+        return error_response(422, message, "invalid_request_error", param=param, code="invalid_value")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        spec = HTTP_STATUS_SPECS.get(exc.status_code)
+        if spec is None:
+            spec = INTERNAL if exc.status_code >= 500 else HTTP_STATUS_SPECS[400]
+            status = exc.status_code
+        else:
+            status = spec.status
+        _note(request, spec.err)
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            message = (
+                f"Body is not valid UTF-8: byte 0x{cause.object[cause.start]:02x} at position {cause.start}"
+            )
+        elif exc.status_code == 400:
+            message = f"Body could not be parsed as JSON ({type(cause).__name__ if cause else exc.detail})"
+        elif exc.status_code == 404:
+            message = f"No route {request.method} {request.url.path[:200]}"
+        elif exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path[:200]}"
+        else:
+            message = str(exc.detail)
+        code = {400: "invalid_body", 404: "unknown_route", 405: "method_not_allowed", 413: "body_too_large"}
+        return error_response(
+            status, message, spec.type, code=code.get(exc.status_code), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(
+        request: Request, exc: Exception
+    ) -> Response:  # backup; the middleware catches first
+        _note(request, INTERNAL.err)
+        log.error("unhandled error", exc_info=exc)
+        return internal_error(getattr(request.state, "request_id", "-"))
+
+    # -------------------------------------------------------- health, metrics, playground
+
+    @app.get("/healthz", tags=["ops"], summary="Process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Engine loaded and answering",
+        responses={503: {"model": ErrorBody, "description": "engine not ready (`type: healthcheck`)"}},
+    )
+    async def readyz() -> Response:
+        status = await gw.monitor.check(timeout_s=min(2.0, s.engine_timeout_s))
+        if not status.ready:
+            return error_response(
+                503,
+                f"Engine not ready: {status.detail}",
+                "healthcheck",
+                code="engine_not_ready",
+                retry_after=s.engine_retry_after_s,
+            )
+        return JSONResponse(
+            {
+                "status": "ready",
+                "engine": engine.kind,
+                "model": s.model_served_name,
+                "engine_model": engine.model,
+                **gw.model_info,
+                "auth": gw.auth_mode,
+            }
+        )
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/playground", include_in_schema=False)
+    async def playground() -> Response:
+        html = resources.files("supportlm.serve").joinpath("static/playground.html").read_text("utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": PLAYGROUND_CSP})
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/playground")
+
+    # -------------------------------------------------------- inference
+
+    @app.get("/v1/models", tags=["inference"], response_model=ModelList, responses={401: errors[401]})
+    async def list_models() -> ModelList:
+        return ModelList(data=[ModelCard(id=s.model_served_name)])
+
+    @app.post(
+        "/v1/chat/completions",
+        tags=["inference"],
+        summary="OpenAI-compatible chat completion (stream: true -> SSE)",
+        response_model=ChatCompletion,
+        responses={200: {"content": sse_doc}, **errors},
+    )
+    @_body_type(ChatRequest)
+    async def chat_completions(request: Request, body: Any) -> Response:
+        req: Any = body
+        ctx: RequestContext = request.state.ctx
+        gw.check_model(req.model)
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        upstream = gw.upstream_body(
+            messages,
+            req.max_completion_tokens or req.max_tokens,
+            {
+                "temperature": req.temperature,
+                "top_p": req.top_p,
+                "stop": req.stop,
+                "seed": req.seed,
+                "presence_penalty": req.presence_penalty,
+                "frequency_penalty": req.frequency_penalty,
+            },
+        )
+        ctx.prompt = "\n".join(f"{m['role']}: {m['content']}" for m in upstream["messages"])
+        ctx.stream = req.stream
+        if not req.stream:
+            data = await gw.chat(upstream)
+            data["model"] = s.model_served_name
+            _account(ctx, data.get("usage"), upstream, _content(data))
+            return JSONResponse(data)
+        stream, release = await gw.open_stream(upstream)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        events = _chat_events(stream, ctx, upstream, include_usage)
+        return EngineStreamResponse(events, on_close=[stream.aclose, release], ctx=ctx)
+
+    @app.post(
+        "/v1/generate",
+        tags=["inference"],
+        summary="Single-turn generation, flat TGI-style parameters (stream: true -> SSE)",
+        response_model=GenerateResponse,
+        responses={200: {"content": sse_doc}, **errors},
+    )
+    @_body_type(GenerateRequest)
+    async def generate(request: Request, body: Any) -> Response:
+        req: Any = body
+        ctx: RequestContext = request.state.ctx
+        messages = [{"role": "user", "content": req.prompt}]
+        if req.system:
+            messages.insert(0, {"role": "system", "content": req.system})
+        upstream = gw.upstream_body(
+            messages,
+            req.max_new_tokens,
+            {"temperature": req.temperature, "top_p": req.top_p, "stop": req.stop, "seed": req.seed},
+        )
+        ctx.prompt = req.prompt
+        ctx.stream = req.stream
+        if not req.stream:
+            data = await gw.chat(upstream)
+            text = _content(data)
+            _account(ctx, data.get("usage"), upstream, text)
+            choice = data["choices"][0]
+            return JSONResponse(
+                GenerateResponse(
+                    generated_text=text,
+                    model=s.model_served_name,
+                    details=GenerateDetails(
+                        finish_reason=choice.get("finish_reason"),
+                        prompt_tokens=ctx.prompt_tokens or 0,
+                        generated_tokens=ctx.completion_tokens or 0,
+                    ),
+                ).model_dump()
+            )
+        stream, release = await gw.open_stream(upstream)
+        events = _generate_events(stream, ctx, upstream)
+        return EngineStreamResponse(events, on_close=[stream.aclose, release], ctx=ctx)
+
+    # -------------------------------------------------------- stream bodies
+
+    async def _chat_events(
+        stream: UpstreamStream, ctx: RequestContext, upstream: dict[str, Any], include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        parts: list[str] = []
+        usage: dict[str, Any] | None = None
+        first = last = 0.0
+        chunks = 0
+        try:
+            async for ev in stream.events():
+                if ev.get("usage"):
+                    usage = ev["usage"]
+                ev["model"] = s.model_served_name
+                choices = ev.get("choices") or []
+                if not choices:  # the usage-only chunk we asked for
+                    if include_usage:
+                        yield sse(ev)
+                    continue
+                if not include_usage:
+                    ev.pop("usage", None)
+                text = (choices[0].get("delta") or {}).get("content")
+                if text:
+                    last = time.perf_counter()
+                    if not first:
+                        first = last
+                        ctx.ttft_ms = (first - ctx.started) * 1000
+                    parts.append(text)
+                    chunks += 1
+                yield sse(ev)
+            yield b"data: [DONE]\n\n"
+        except ServeError as exc:
+            ctx.err = spec_for(exc).err
+            gw._engine_down(exc)
+            log.warning("stream failed, request_id=%s: %s", ctx.request_id, exc.message)
+            yield sse(error_body(exc.message, spec_for(exc).type, exc.param, exc.code))
+            yield b"data: [DONE]\n\n"
+        finally:
+            _account(ctx, usage, upstream, "".join(parts), chunks)
+            if first and last > first:
+                ctx.gen_s = last - first
+
+    async def _generate_events(
+        stream: UpstreamStream, ctx: RequestContext, upstream: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
+        parts: list[str] = []
+        usage: dict[str, Any] | None = None
+        finish: str | None = None
+        first = last = 0.0
+        try:
+            async for ev in stream.events():
+                if ev.get("usage"):
+                    usage = ev["usage"]
+                choices = ev.get("choices") or []
+                if not choices:
+                    continue
+                finish = choices[0].get("finish_reason") or finish
+                text = (choices[0].get("delta") or {}).get("content")
+                if text:
+                    last = time.perf_counter()
+                    if not first:
+                        first = last
+                        ctx.ttft_ms = (first - ctx.started) * 1000
+                    parts.append(text)
+                    yield sse(
+                        {
+                            "index": len(parts),
+                            "token": {"text": text, "special": False},
+                            "generated_text": None,
+                            "details": None,
+                        }
+                    )
+            _account(ctx, usage, upstream, "".join(parts), len(parts))
+            yield sse(
+                {
+                    "index": len(parts) + 1,
+                    "token": {"text": "", "special": True},
+                    "generated_text": "".join(parts),
+                    "details": {
+                        "finish_reason": finish,
+                        "prompt_tokens": ctx.prompt_tokens,
+                        "generated_tokens": ctx.completion_tokens,
+                    },
+                }
+            )
+        except ServeError as exc:
+            ctx.err = spec_for(exc).err
+            gw._engine_down(exc)
+            yield sse(error_body(exc.message, spec_for(exc).type, exc.param, exc.code))
+        finally:
+            _account(ctx, usage, upstream, "".join(parts), len(parts))
+            if first and last > first:
+                ctx.gen_s = last - first
+
+    gw.route_paths = frozenset(getattr(r, "path", "") for r in app.routes)
+    # outermost (added last): request id, auth, rate limit, size, catch-all, log + metrics
+    app.add_middleware(GatewayMiddleware, gateway=gw)
+    return app
+
+
+def _body_type(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a route's `body` parameter a model built at runtime (string annotations cannot name it)."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__annotations__["body"] = model
+        return fn
+
+    return deco
+
+
+def _content(data: dict[str, Any]) -> str:
+    try:
+        return str(data["choices"][0]["message"].get("content") or "")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
+def _account(
+    ctx: RequestContext,
+    usage: dict[str, Any] | None,
+    upstream: dict[str, Any],
+    reply: str,
+    chunks: int | None = None,
+) -> None:
+    """Token counts from the engine's usage, else estimated (prompt: chars/4; completion: content chunks)."""
+    usage = usage if isinstance(usage, dict) else {}
+    prompt_chars = "".join(str(m.get("content", "")) for m in upstream["messages"])
+    ctx.prompt_tokens = int(usage.get("prompt_tokens") or estimate_tokens(prompt_chars))
+    completion = usage.get("completion_tokens")
+    ctx.completion_tokens = int(completion if completion is not None else (chunks or estimate_tokens(reply)))
+    ctx.reply = reply
+
+
+__all__ = ["EngineStreamResponse", "Gateway", "build_app", "request_models"]

@@ -1,0 +1,404 @@
+"""Process management: start the engine (llama-server by default) as a child, wait until it answers,
+run the gateway (uvicorn), restart the engine with backoff if it dies, and shut both down gracefully.
+
+    python -m supportlm.serve.server          # same as `supportlm serve` / `make serve`
+    SUPPORTLM_API_KEYS=dev:sk-dev SUPPORTLM_LLAMA_PARALLEL=8 python -m supportlm.serve.server
+
+Lifecycle of `serve(settings)`:
+
+1. resolve the GGUF (settings.model_path, else the bundled SmolLM2 base model; logged and in /readyz);
+2. start the engine child (`llama-server --parallel N --cont-batching ...`, or settings.engine_cmd) in
+   its own session, so a terminal's Ctrl-C reaches only us and the engine keeps serving during the drain;
+   on Linux it also gets SIGTERM if we die (PR_SET_PDEATHSIG), so it is never orphaned;
+3. wait (bounded by engine_start_timeout_s) until its health probe answers; if it exits first, fail
+   with the last lines it printed;
+4. run uvicorn; a supervisor task restarts the engine when it exits unexpectedly (backoff doubling
+   from engine_restart_backoff_s to engine_restart_backoff_max_s, reset after a minute of health);
+   meanwhile /readyz and /v1 requests answer 503 + Retry-After, and recover on their own;
+5. SIGTERM/SIGINT: uvicorn stops accepting, in-flight requests (streams included) get
+   drain_timeout_s to finish, then the engine gets SIGTERM (SIGKILL after 10 s). A second SIGINT
+   forces the exit.
+
+With engine_url set and no engine_cmd (TGI/vLLM you run yourself), steps 2-4's process part is skipped:
+the gateway only probes the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from supportlm.errors import ConfigError, MissingDependencyError, SupportLMError
+from supportlm.serve.engines import Engine
+from supportlm.serve.logging import JsonFormatter
+from supportlm.serve.settings import ServeSettings, default_threads, load_settings, resolve_model
+
+log = logging.getLogger("supportlm.serve")
+
+STOP_GRACE_S = 10.0  # engine: SIGTERM, then SIGKILL after this
+HEALTHY_RESET_S = 60.0  # engine up this long -> restart backoff back to its start value
+
+
+class EngineStartError(SupportLMError):
+    """The engine process exited or never answered its health probe."""
+
+    exit_code = 5
+
+
+# ---------------------------------------------------------------- engine command
+
+
+def llama_server_binary(settings: ServeSettings) -> Path:
+    """settings.llama_server_bin, else supportlm.llamacpp.tool("llama-server") (built once from the
+    llama-cpp-python sdist into ~/.cache; the first call can take ~10 minutes on 2 cores)."""
+    if settings.llama_server_bin is not None:
+        if not settings.llama_server_bin.is_file():
+            raise ConfigError(f"llama_server_bin not found: {settings.llama_server_bin}")
+        return settings.llama_server_bin
+    try:
+        from supportlm.llamacpp import tool  # lazy: another module, and building it is slow
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"llama-server is needed for engine_kind=llamacpp but supportlm.llamacpp is unavailable ({exc}); "
+            "set SUPPORTLM_LLAMA_SERVER_BIN to a llama-server binary or SUPPORTLM_ENGINE_URL to a running engine"
+        ) from None
+    log.info("locating llama-server (built from the llama-cpp-python sdist on first use; can take minutes)")
+    return Path(tool("llama-server"))
+
+
+def engine_command(settings: ServeSettings, model_path: Path) -> list[str]:
+    s = settings
+    threads = s.llama_threads or default_threads()
+    if s.engine_cmd:
+        fill = {
+            "host": s.engine_host,
+            "port": s.engine_port,
+            "model": str(model_path),
+            "ctx": s.llama_ctx_size,
+            "parallel": s.llama_parallel,
+            "threads": threads,
+        }
+        return [part.format(**fill) for part in shlex.split(s.engine_cmd)]
+    if s.engine_kind != "llamacpp":
+        raise ConfigError(
+            f"engine_kind={s.engine_kind} cannot be started by default: set engine_url or engine_cmd"
+        )
+    return [
+        str(llama_server_binary(s)),
+        "--model",
+        str(model_path),
+        "--host",
+        s.engine_host,
+        "--port",
+        str(s.engine_port),
+        "--alias",
+        s.model_served_name,
+        "--threads",
+        str(threads),
+        # -c is the whole KV cache, shared by the slots: each slot gets ctx_size tokens
+        "--ctx-size",
+        str(s.llama_ctx_size * s.llama_parallel),
+        "--parallel",
+        str(s.llama_parallel),
+        "--cont-batching",  # new sequences join the running batch between decode steps
+        "--batch-size",
+        str(s.llama_batch_size),
+        "--ubatch-size",
+        str(s.llama_ubatch_size),
+        "--metrics",  # llama-server's own Prometheus endpoint, for the engine dashboard
+        *s.llama_extra_args,
+    ]
+
+
+# ---------------------------------------------------------------- the engine child
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EngineProcess:
+    """One engine child: start, wait until healthy, restart on crash (supervise), stop."""
+
+    def __init__(
+        self,
+        cmd: list[str],
+        engine: Engine,
+        *,
+        start_timeout_s: float = 180.0,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.cmd = cmd
+        self.engine = engine
+        self.start_timeout_s = start_timeout_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self.tail: deque[str] = deque(maxlen=40)  # the child's last output lines, for error messages
+        self._stopping = False
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def start(self) -> None:
+        log.info("starting engine: %s", shlex.join(self.cmd))
+        self.tail.clear()
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self._pump = asyncio.create_task(self._forward_output(self.proc), name="engine-output")
+
+    async def _forward_output(self, proc: asyncio.subprocess.Process) -> None:
+        """Engine output -> our stderr (prefixed), and the last lines kept for diagnostics."""
+        assert proc.stdout is not None
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            self.tail.append(text)
+            sys.stderr.write(f"[engine] {text}\n")
+
+    async def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        delay = 0.1
+        while True:
+            if self.proc is None or self.proc.returncode is not None:
+                if self._pump is not None:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._pump, 2.0)
+                rc = self.proc.returncode if self.proc else None
+                last = "\n  ".join(list(self.tail)[-15:]) or "(no output)"
+                raise EngineStartError(
+                    f"engine exited with code {rc} before it was ready; last output:\n  {last}"
+                )
+            status = await self.engine.probe(timeout_s=2.0)
+            if status.ready:
+                log.info("engine ready (pid %s)", self.pid)
+                return
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise EngineStartError(
+                    f"engine not ready after {self.start_timeout_s:g} s ({status.detail}); "
+                    "raise SUPPORTLM_ENGINE_START_TIMEOUT_S for big models"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    async def supervise(self) -> None:
+        """Restart the engine whenever it exits while we are not stopping."""
+        backoff = self.backoff_s
+        while not self._stopping:
+            assert self.proc is not None
+            started = time.monotonic()
+            rc = await self.proc.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - started > HEALTHY_RESET_S:
+                backoff = self.backoff_s
+            log.error("engine exited unexpectedly (code %s); restarting in %.1f s", rc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
+            if self._stopping:
+                return
+            try:
+                await self.start()
+                self.restarts += 1
+                await self.wait_ready()
+            except EngineStartError as exc:
+                log.error("engine restart failed: %s", exc)
+            except OSError as exc:  # the binary vanished, ...
+                log.error("engine restart failed: %s", exc)
+                await asyncio.sleep(backoff)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            log.info("stopping engine (pid %s)", proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            except TimeoutError:
+                log.warning("engine ignored SIGTERM for %.0f s: killing it", STOP_GRACE_S)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._pump is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._pump, 2.0)
+
+
+# ---------------------------------------------------------------- uvicorn without re-raised signals
+
+
+def _uvicorn_server(app: Any, settings: ServeSettings) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises a captured SIGTERM after its shutdown, which would kill us before the
+        engine is stopped; here the signal only starts the graceful shutdown."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            import threading
+
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            sigs = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                log.info(
+                    "%s: draining in-flight requests (up to %g s)",
+                    signal.Signals(sig).name,
+                    settings.drain_timeout_s,
+                )
+                self.should_exit = True
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our JSON logging (configure_logging) stays in charge
+        access_log=False,  # the gateway writes its own request log
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or 1,
+        timeout_keep_alive=5,
+        lifespan="on",
+    )
+    return Server(config)
+
+
+def configure_logging(settings: ServeSettings) -> None:
+    """Server logs (ours, uvicorn's) as JSON lines on stderr; the request log goes to stdout/file."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):  # one INFO line per engine call otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def serve(settings: ServeSettings | None = None) -> None:
+    """Run the engine (when managed) and the gateway until SIGTERM/SIGINT; blocks.
+
+    Args:
+        settings: everything (default: `ServeSettings()` from SUPPORTLM_* env vars; the CLI builds it
+            with `ServeSettings.from_params(params.serve)`).
+
+    Raises:
+        ConfigError: no API keys and allow_anonymous is false; model file missing; bad engine settings.
+        MissingDependencyError: llama-server is needed but neither llama_server_bin nor
+            supportlm.llamacpp can provide it.
+        EngineStartError: the engine exited or stayed unhealthy past engine_start_timeout_s.
+    """
+    s = settings or load_settings()
+    configure_logging(s)
+    asyncio.run(serve_async(s))
+
+
+async def serve_async(s: ServeSettings) -> None:
+    from supportlm.serve.app import build_app
+    from supportlm.serve.limits import KeyStore
+
+    keys = KeyStore.load(s.api_keys.get_secret_value() if s.api_keys else None, s.api_keys_file)
+    if not len(keys) and not s.allow_anonymous:
+        raise ConfigError(
+            "no API keys configured: set SUPPORTLM_API_KEYS=id:key[,id:key] or SUPPORTLM_API_KEYS_FILE, "
+            "or SUPPORTLM_ALLOW_ANONYMOUS=true for a local, open gateway"
+        )
+    engine = Engine(
+        s.engine_base_url,
+        kind=s.engine_kind,
+        model=s.engine_model or (s.model_served_name if s.engine_kind == "llamacpp" else None),
+        api_key=s.engine_api_key.get_secret_value() if s.engine_api_key else None,
+        timeout_s=s.engine_timeout_s,
+        connect_timeout_s=s.engine_connect_timeout_s,
+        max_connections=s.limits_max_concurrency + 8,
+    )
+    proc: EngineProcess | None = None
+    supervisor: asyncio.Task[None] | None = None
+    model_info: dict[str, Any] = {"model_source": "external"}
+    try:
+        if s.manages_engine:
+            model_path, source = resolve_model(s)
+            model_info = {"model_path": str(model_path), "model_source": source}
+            log.info("serving %s model %s", source, model_path)
+            proc = EngineProcess(
+                engine_command(s, model_path),
+                engine,
+                start_timeout_s=s.engine_start_timeout_s,
+                backoff_s=s.engine_restart_backoff_s,
+                backoff_max_s=s.engine_restart_backoff_max_s,
+            )
+            await proc.start()
+            await proc.wait_ready()
+            supervisor = asyncio.create_task(proc.supervise(), name="engine-supervisor")
+        else:
+            log.info("using external %s engine at %s", s.engine_kind, s.engine_base_url)
+        app = build_app(s, engine, model_info=model_info)
+        server = _uvicorn_server(app, s)
+        log.info("gateway on http://%s:%d (docs /docs, playground /playground)", s.host, s.port)
+        await server.serve()
+        log.info("gateway stopped")
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        if proc is not None:
+            await proc.stop()
+        await engine.aclose()
+
+
+def main() -> None:  # pragma: no cover - `python -m supportlm.serve.server`
+    try:
+        serve()
+    except SupportLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,159 @@
+"""Every gateway feature works the same over each engine kind; engine failures map to the error table;
+a dead engine gives 503 + Retry-After on /readyz and requests, and the gateway recovers when it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx2
+import pytest
+
+from supportlm.serve.app import build_app
+from supportlm.serve.engines import ENGINE_KINDS, Engine, upstream_error
+
+from .conftest import (
+    ALICE,
+    FAKE_REPLY_16,
+    FakeEngineProcess,
+    ServerThread,
+    chat_body,
+    gateway,
+    make_settings,
+    parse_sse,
+    wait_until,
+)
+from .fake_engine import create_app as create_fake_engine
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize("kind", sorted(ENGINE_KINDS))
+def test_each_engine_kind_serves_the_same_api(kind: str) -> None:
+    fake = create_fake_engine(kind=kind, model_id="served-by-engine")
+
+    async def go() -> dict[str, Any]:
+        async with gateway(kind=kind, fake=fake) as c:
+            ready = await c.get("/readyz")
+            plain = await c.post("/v1/chat/completions", json=chat_body(), headers=ALICE)
+            first_upstream = dict(fake.state.fake["last_body"])
+            stream = await c.post("/v1/chat/completions", json=chat_body(stream=True), headers=ALICE)
+            stream_upstream = dict(fake.state.fake["last_body"])
+            gen = await c.post("/v1/generate", json={"prompt": "hi", "max_new_tokens": 2}, headers=ALICE)
+            bad = await c.post("/v1/chat/completions", json=chat_body(temperature=9), headers=ALICE)
+            metrics = (await c.get("/metrics")).text
+            return locals()
+
+    out = run(go())
+    assert out["ready"].status_code == 200 and out["ready"].json()["engine"] == kind
+    assert out["plain"].status_code == 200
+    assert out["plain"].json()["model"] == "supportlm"  # the gateway's name, whatever the engine calls it
+    assert out["plain"].json()["choices"][0]["message"]["content"] == FAKE_REPLY_16
+    payloads = parse_sse(out["stream"].text)
+    text = "".join((json.loads(p)["choices"][0]["delta"].get("content") or "") for p in payloads[:-1])
+    assert text == FAKE_REPLY_16 and payloads[-1] == "[DONE]"
+    assert out["gen"].json()["generated_text"] == "Thanks for"
+    assert out["bad"].status_code == 422
+    expected_model = {"llamacpp": "supportlm", "tgi": "tgi"}.get(
+        kind, "served-by-engine"
+    )  # vllm/openai: discovered
+    assert out["first_upstream"]["model"] == expected_model
+    assert ("stream_options" in out["stream_upstream"]) == ENGINE_KINDS[kind].stream_usage
+    # token accounting works with or without the engine's usage chunk
+    assert 'supportlm_tokens_total{kind="completion"} 34.0' in out["metrics"]  # 16 + 16 + 2
+
+
+def test_upstream_error_mapping() -> None:
+    ctx = upstream_error(
+        400, json.dumps({"error": {"message": "the request exceeds the available context size"}})
+    )
+    assert (type(ctx).__name__, ctx.code, ctx.param) == (
+        "InvalidRequest",
+        "context_length_exceeded",
+        "messages",
+    )
+    vllm = upstream_error(
+        400, json.dumps({"message": "This model's maximum context length is 2048 tokens", "object": "error"})
+    )
+    assert vllm.code == "context_length_exceeded"
+    busy = upstream_error(503, "overloaded", "7")
+    assert type(busy).__name__ == "Overloaded" and busy.retry_after == 7
+    other = upstream_error(500, "<html>" + "x" * 5000)
+    assert type(other).__name__ == "EngineFailure" and len(other.message) < 400
+
+
+def test_engine_errors_become_the_error_table() -> None:
+    async def go() -> list[httpx2.Response]:
+        async with gateway() as c:
+            return [
+                await c.post("/v1/chat/completions", json=chat_body("__error__"), headers=ALICE),
+                await c.post("/v1/chat/completions", json=chat_body("__context__"), headers=ALICE),
+                await c.post("/v1/chat/completions", json=chat_body("__busy__"), headers=ALICE),
+            ]
+
+    boom, context, busy = run(go())
+    assert boom.status_code == 503 and boom.json()["error"]["code"] == "engine_error"
+    assert context.status_code == 422 and "context size" in context.json()["error"]["message"]
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "3"
+
+
+def test_engine_timeout_is_504() -> None:
+    async def go() -> list[httpx2.Response]:
+        async with gateway(engine_timeout_s=0.3) as c:
+            return [
+                await c.post("/v1/chat/completions", json=chat_body("__hang__"), headers=ALICE),
+                await c.post("/v1/generate", json={"prompt": "__hang__", "stream": True}, headers=ALICE),
+            ]
+
+    for r in run(go()):
+        assert r.status_code == 504
+        assert r.json()["error"]["type"] == "timeout_error"
+
+
+def test_engine_still_loading_is_503_on_readyz() -> None:
+    fake = create_fake_engine()
+    fake.state.fake["loading"] = True
+
+    async def go() -> httpx2.Response:
+        async with gateway(fake=fake) as c:
+            return await c.get("/readyz")
+
+    r = run(go())
+    assert (
+        r.status_code == 503
+        and r.json()["error"]["type"] == "healthcheck"
+        and "503" in r.json()["error"]["message"]
+    )
+
+
+def test_engine_killed_then_restarted(fake_engine_proc: FakeEngineProcess) -> None:
+    engine = Engine(fake_engine_proc.url, timeout_s=5)
+    app = build_app(make_settings(engine_health_interval_s=0.2, engine_retry_after_s=3), engine)
+    with ServerThread(app) as gw:
+        ok = httpx2.post(f"{gw.url}/v1/chat/completions", json=chat_body(), headers=ALICE, timeout=10)
+        assert ok.status_code == 200 and httpx2.get(f"{gw.url}/readyz").status_code == 200
+
+        fake_engine_proc.kill()
+        ready = httpx2.get(f"{gw.url}/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "3"
+        assert ready.json()["error"]["type"] == "healthcheck"
+        for body in (chat_body(), chat_body(stream=True)):
+            r = httpx2.post(f"{gw.url}/v1/chat/completions", json=body, headers=ALICE, timeout=10)
+            assert r.status_code == 503 and r.headers["retry-after"] == "3"
+            assert r.json()["error"]["type"] == "engine_unavailable"
+        assert httpx2.get(f"{gw.url}/healthz").status_code == 200  # the process itself is fine
+
+        fake_engine_proc.start()  # same port
+        wait_until(
+            lambda: httpx2.get(f"{gw.url}/readyz", timeout=2).status_code == 200,
+            10,
+            what="gateway to see the engine again",
+        )
+        r = httpx2.post(f"{gw.url}/v1/chat/completions", json=chat_body(), headers=ALICE, timeout=10)
+        assert r.status_code == 200
+        metrics = httpx2.get(f"{gw.url}/metrics").text
+        assert 'supportlm_request_failure_total{err="engine"} 2.0' in metrics
+        assert "supportlm_engine_up 1.0" in metrics

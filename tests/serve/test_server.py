@@ -1,0 +1,216 @@
+"""serve(): settings, the engine command, and the real process lifecycle (start, supervise, drain)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from supportlm.config import ServeParams
+from supportlm.errors import ConfigError
+from supportlm.serve.server import engine_command
+from supportlm.serve.settings import (
+    ServeSettings,
+    bundled_model_path,
+    flatten_params,
+    load_settings,
+    resolve_model,
+)
+
+from .conftest import ALICE, FAKE_ENGINE, KEYS, ROOT, chat_body, free_port, wait_until
+
+
+def test_every_params_key_has_a_settings_field() -> None:
+    flat = flatten_params(ServeParams())
+    assert set(flat) <= set(ServeSettings.model_fields)
+    # and the defaults agree, so params.yaml without a serve block changes nothing
+    defaults = ServeSettings(api_keys="k")
+    for key, value in flat.items():
+        assert str(getattr(defaults, key)) == str(value), key
+
+
+def test_from_params_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    params = ServeParams.model_validate({"port": 9000, "limits": {"burst": 5}, "llama": {"parallel": 2}})
+    monkeypatch.setenv("SUPPORTLM_LIMITS_BURST", "50")
+    monkeypatch.setenv("SUPPORTLM_API_KEYS", "a:b")
+    s = ServeSettings.from_params(params, host="0.0.0.0")
+    assert (s.port, s.limits_burst, s.llama_parallel, s.host) == (9000, 50, 2, "0.0.0.0")
+    assert s.api_keys is not None and s.api_keys.get_secret_value() == "a:b"
+    assert "a:b" not in repr(s)  # secrets stay hidden
+
+
+def test_bad_env_is_a_config_error_that_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTLM_LIMITS_BURST", "lots")
+    monkeypatch.setenv("SUPPORTLM_API_KEYS", "id:sk-very-secret")
+    monkeypatch.setenv("SUPPORTLM_ENGINE_KIND", "tgi")
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    text = str(exc.value)
+    assert "SUPPORTLM_LIMITS_BURST: Input should be a valid integer" in text and "'lots'" in text
+    monkeypatch.setenv("SUPPORTLM_LIMITS_BURST", "5")
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    assert "engine_kind=tgi needs SUPPORTLM_ENGINE_URL" in str(exc.value)
+    assert "sk-very-secret" not in str(exc.value)
+
+
+def test_settings_reject_bad_combinations() -> None:
+    with pytest.raises(ValueError, match="SUPPORTLM_ENGINE_URL"):
+        ServeSettings(engine_kind="tgi")
+    with pytest.raises(ValueError, match="limits_default_max_tokens"):
+        ServeSettings(limits_default_max_tokens=4096)
+    s = ServeSettings(engine_kind="vllm", engine_url="http://gpu-box:8000/")
+    assert not s.manages_engine and s.engine_base_url == "http://gpu-box:8000"
+
+
+def test_model_falls_back_to_the_bundled_gguf(tmp_path: Path) -> None:
+    bundled = bundled_model_path()
+    assert bundled is not None and bundled.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    missing = ServeSettings(model_path=tmp_path / "nope.gguf")
+    assert resolve_model(missing) == (bundled, "bundled")
+    real = tmp_path / "model-q4_k_m.gguf"
+    real.write_bytes(b"GGUF")
+    assert resolve_model(ServeSettings(model_path=real)) == (real, "configured")
+    with pytest.raises(ConfigError, match="model not found"):
+        resolve_model(ServeSettings(model_path=tmp_path / "nope.gguf", model_fallback_bundled=False))
+
+
+def test_llama_server_command(tmp_path: Path) -> None:
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    s = ServeSettings(
+        llama_server_bin=binary,
+        llama_parallel=8,
+        llama_ctx_size=1024,
+        llama_threads=2,
+        llama_batch_size=256,
+        llama_ubatch_size=128,
+        llama_extra_args=["--flash-attn", "auto"],
+    )
+    cmd = engine_command(s, Path("/models/m.gguf"))
+    assert cmd[0] == str(binary)
+    joined = " ".join(cmd)
+    for part in (
+        "--model /models/m.gguf",
+        "--parallel 8",
+        "--ctx-size 8192",
+        "--cont-batching",
+        "--threads 2",
+        "--batch-size 256",
+        "--ubatch-size 128",
+        "--port 8081",
+        "--alias supportlm",
+        "--flash-attn auto",
+    ):
+        assert part in joined
+    custom = ServeSettings(
+        engine_cmd="vllm serve {model} --port {port} --max-num-seqs {parallel}", engine_port=9
+    )
+    assert engine_command(custom, Path("m")) == ["vllm", "serve", "m", "--port", "9", "--max-num-seqs", "4"]
+
+
+def test_serve_refuses_to_start_without_keys() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "supportlm.serve.server"],
+        env={**_base_env(), "SUPPORTLM_ENGINE_URL": "http://127.0.0.1:9"},
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "no API keys configured" in proc.stderr
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTLM_")} | {"PYTHONUNBUFFERED": "1"}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(x) for x in text]
+    return out
+
+
+def test_serve_supervises_the_engine_and_drains_on_sigterm(tmp_path: Path) -> None:
+    port, engine_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _base_env() | {
+        "SUPPORTLM_PORT": str(port),
+        "SUPPORTLM_ENGINE_PORT": str(engine_port),
+        "SUPPORTLM_ENGINE_CMD": f"{sys.executable} {FAKE_ENGINE} --port {{port}}",
+        "SUPPORTLM_API_KEYS": KEYS,
+        "SUPPORTLM_ENGINE_HEALTH_INTERVAL_S": "0.2",
+        "SUPPORTLM_ENGINE_RESTART_BACKOFF_S": "0.2",
+        "SUPPORTLM_DRAIN_TIMEOUT_S": "20",
+        "SUPPORTLM_LOG_FILE": str(tmp_path / "requests.jsonl"),
+        "SUPPORTLM_LOG_STDOUT": "false",
+    }
+    stderr = (tmp_path / "stderr.txt").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "supportlm.serve.server"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+    try:
+        wait_until(
+            lambda: httpx2.get(f"{url}/readyz", timeout=2).status_code == 200, 60, 0.2, "serve() to be ready"
+        )
+        ready = httpx2.get(f"{url}/readyz").json()
+        assert ready["model_source"] == "bundled" and ready["auth"] == "api_keys"
+
+        # the engine dies: 503 + Retry-After, then the supervisor brings it back
+        (engine_pid,) = _children(server.pid)
+        os.kill(engine_pid, signal.SIGKILL)
+        wait_until(lambda: httpx2.get(f"{url}/readyz", timeout=2).status_code == 503, 5, what="readyz 503")
+        r = httpx2.post(f"{url}/v1/chat/completions", json=chat_body(), headers=ALICE, timeout=10)
+        assert r.status_code == 503 and "retry-after" in r.headers
+        wait_until(
+            lambda: httpx2.get(f"{url}/readyz", timeout=2).status_code == 200, 30, 0.2, "engine restart"
+        )
+        (new_engine_pid,) = _children(server.pid)
+        assert new_engine_pid != engine_pid
+
+        # SIGTERM while a slow stream is in flight: it finishes, then both processes exit
+        with httpx2.stream(
+            "POST",
+            f"{url}/v1/chat/completions",
+            headers=ALICE,
+            timeout=30,
+            json=chat_body("__slow__", stream=True, max_tokens=8),
+        ) as resp:  # 8 x 0.2 s
+            lines = resp.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
+            assert first
+            t0 = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line.startswith("data: ")]
+        assert rest[-1] == "data: [DONE]" and len(rest) >= 8  # every token arrived
+        assert server.wait(30) == 0
+        assert time.monotonic() - t0 < 25
+        assert not Path(f"/proc/{new_engine_pid}").exists() or _zombie(new_engine_pid)
+        log = (tmp_path / "stderr.txt").read_text()
+        assert "restarting in" in log and "draining" in log and "stopping engine" in log
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        stderr.close()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
