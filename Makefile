@@ -31,8 +31,20 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 # Pipeline ------------------------------------------------------------------------------
-.PHONY: all profile repro dag push pull data-bench
-all: setup profile repro  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu to switch profile)
+.PHONY: all profile repro dag push pull data-bench gpu-run docker-build
+ifeq ($(PROFILE),gpu)
+all: setup gpu-run  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu; gpu runs each stage in docker, DRY_RUN=1 prints)
+else
+all: setup profile repro  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu; gpu runs each stage in docker, DRY_RUN=1 prints)
+endif
+
+gpu-run: setup  ## every stage inside docker/Dockerfile.train (DRY_RUN=1 prints the exact docker commands)
+	$(BIN)/supportlm docker-run --profile gpu $(if $(DRY_RUN),--dry-run)
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+docker-build:  ## build the training (CUDA) and serving images
+	$(if $(DRY_RUN),@echo ,)docker build -f docker/Dockerfile.train -t supportlm-train:$(VERSION) .
+	$(if $(DRY_RUN),@echo ,)docker build -f docker/Dockerfile.serve -t supportlm-serve:$(VERSION) .
 
 profile: setup
 ifneq ($(PROFILE),)

@@ -132,6 +132,20 @@ def data_bench(
     out.print_json(json.dumps(result))
 
 
+@app.command("docker-run")
+def docker_run_cmd(
+    profile: Annotated[str, typer.Option(help="profile whose stages run in containers (gpu)")] = "gpu",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the exact commands, run nothing")] = False,
+) -> None:
+    """Run every DVC stage in the pinned CUDA image (docker/Dockerfile.train), in graph order."""
+    from supportlm.docker_plan import run
+
+    lines = guarded(lambda: run(profile, dry_run))
+    if dry_run:
+        for line in lines:
+            print(line)
+
+
 @app.command("serve")
 def serve_cmd(
     params: ParamsOpt = Path("params.yaml"),

@@ -1,8 +1,9 @@
 """Profiles: overlays in profiles/<name>.yaml merged into params.yaml, comments kept.
 
 A profile changes values, never code paths. The merged file is validated before it
-is written, so a bad overlay never leaves a broken params.yaml behind. Lists (such
-as ingest.sources) are replaced whole, mappings merged key by key. profiles/cpu.yaml
+is written, so a bad overlay never leaves a broken params.yaml behind. Mappings merge key
+by key; a list of mappings of the same length merges item by item (comments kept), any
+other list is replaced whole. profiles/cpu.yaml
 holds the CPU value of every key another profile sets, so `apply-profile cpu`
 restores the defaults exactly.
 """
@@ -39,13 +40,27 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _same_shape_list_of_maps(old: Any, new: Any) -> bool:
+    return (
+        isinstance(old, list)
+        and isinstance(new, list)
+        and len(old) == len(new)
+        and all(isinstance(x, dict) for x in old + new)
+    )
+
+
 def merge(target: CommentedMap, overlay: dict[str, Any], prefix: str = "") -> list[str]:
     """Deep-merge overlay into target in place; return the dotted keys whose value changed."""
     changed: list[str] = []
     for k, v in overlay.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and isinstance(target.get(k), dict):
-            changed += merge(target[k], v, key + ".")
+        old = target.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            changed += merge(old, v, key + ".")
+        elif _same_shape_list_of_maps(old, v):
+            # merge item by item so comments attached to the list survive a round trip
+            for i, (o, n) in enumerate(zip(old, v, strict=True)):
+                changed += merge(o, n, f"{key}.{i}.")
         elif target.get(k) != v:
             target[k] = v
             changed.append(key)
