@@ -70,8 +70,11 @@ data-bench: setup  ## time ingest+clean+split+quality at 27K and 270K rows -> re
 llama-tools: setup  ## build llama-server/quantize/bench from the llama-cpp-python sdist (cached in ~/.cache/supportlm)
 	$(BIN)/python -m supportlm.llamacpp
 
+mlflow-ui: setup  ## browse training runs (sqlite store in mlflow.db)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
 # Serving -------------------------------------------------------------------------------
-.PHONY: serve llama-tools
+.PHONY: serve llama-tools mlflow-ui
 serve: setup  ## gateway + llama-server on the fine-tuned q4_k_m (needs SUPPORTLM_API_KEYS=id:key)
 	$(BIN)/supportlm serve
 

@@ -47,7 +47,7 @@ ASSISTANT_LINES = [
 ]
 
 
-def tiny_tokenizer():  # noqa: ANN201 - PreTrainedTokenizerFast
+def tiny_tokenizer():  # PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

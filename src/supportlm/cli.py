@@ -36,6 +36,11 @@ def _stage_funcs() -> dict[str, tuple[str, Callable[..., Any]]]:
         base_model.resolve(params.base_model, paths.base_model)
         return {"base_model": str(paths.base_model)}
 
+    def run_train(params: Any, paths: Any) -> dict[str, Any]:
+        from supportlm.train.run import run_train as train
+
+        return train(params, paths)
+
     return {
         "ingest": ("ingest", pipeline.run_ingest),
         "base_model": ("base_model", run_base_model),
@@ -43,6 +48,7 @@ def _stage_funcs() -> dict[str, tuple[str, Callable[..., Any]]]:
         "split": ("split", pipeline.run_split),
         "format": ("format", pipeline.run_format),
         "quality": ("quality", pipeline.run_quality),
+        "train": ("train", run_train),
     }
 
 
@@ -91,7 +97,7 @@ def _stage_command(name: str) -> None:
     app.command(name.replace("_", "-"))(command)
 
 
-for _name in ("ingest", "base_model", "clean", "split", "format", "quality"):
+for _name in ("ingest", "base_model", "clean", "split", "format", "quality", "train"):
     _stage_command(_name)
 
 

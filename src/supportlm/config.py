@@ -198,32 +198,37 @@ class EarlyStopping(Strict):
 
 
 class TrainParams(Strict):
+    """The `train:` block. CPU defaults fit the whole stage in ~8-9 min on 2 idle cores (SmolLM2-135M, r=16):
+    320 rows x ~188 tokens = 60K tokens / ~170 useful tok/s = ~6 min of steps, + 5 evals of 32 val rows
+    (~17 s each), + one padded baseline step (~25 s), + load/MLflow (~30 s). GPU hosts: profiles/gpu.yaml.
+    """
+
     seed: int = 42
     method: Literal["lora", "qlora"] = "lora"  # qlora = 4-bit base (bitsandbytes): ~4x less base memory, slower
     quant: QuantParams = QuantParams()
-    train_rows: Annotated[int, Field(ge=1)] | None = 640  # seeded subset of the train split (CPU budget); None = all
-    val_rows: Annotated[int, Field(ge=1)] | None = 48  # seeded val subset: base loss + every eval use the same rows
+    train_rows: Annotated[int, Field(ge=1)] | None = 320  # seeded subset of the train split (CPU budget); None = all
+    val_rows: Annotated[int, Field(ge=1)] | None = 32  # seeded val subset: base loss + every eval use the same rows
     max_length: Annotated[int, Field(ge=32, le=32768)] = 512  # tokens per example; longer ones are truncated
     # grouped = length-grouped batches padded to their longest row (default); packed = examples laid end to
     # end in max_length rows (block-diagonal attention via position_ids); padded = naive, pad to max_length
     batching: Literal["grouped", "packed", "padded"] = "grouped"
-    epochs: Annotated[float, Field(gt=0)] = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
+    epochs: Annotated[float, Field(gt=0)] = 1.0  # 320 rows / (4 x 2) = 40 optimizer steps
+    max_steps: Annotated[int, Field(ge=-1)] = -1  # > 0 overrides epochs
     batch_size: Annotated[int, Field(ge=1)] = 4  # rows per micro-batch (packed: rows of max_length tokens)
-    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 2  # effective batch = batch_size x this
-    learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-4
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 2  # effective batch = 4 x 2 = 8 rows/step
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-4  # short CPU run; 2e-4 for long (GPU) runs
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.05  # of the total steps (40 -> 2 warmup steps)
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     max_grad_norm: Annotated[float, Field(gt=0)] | None = 1.0  # clip; None = no clipping (norm still logged)
     gradient_checkpointing: bool = False  # recompute activations in backward: far less memory, ~30% slower
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto = bf16 (CUDA, Ampere+), fp16 (older), fp32 (CPU)
-    eval_steps: Annotated[int, Field(ge=1)] = 20  # optimizer steps between val evaluations
-    save_steps: Annotated[int, Field(ge=1)] = 20  # optimizer steps between checkpoints (a new best is always saved)
+    eval_steps: Annotated[int, Field(ge=1)] = 10  # optimizer steps between val evaluations (and the last step)
+    save_steps: Annotated[int, Field(ge=1)] = 10  # optimizer steps between checkpoints (a new best is always saved)
     save_total_limit: Annotated[int, Field(ge=1)] = 2  # newest checkpoints kept, plus the best one
     early_stopping: EarlyStopping = EarlyStopping()
     tracking: Literal["mlflow", "wandb", "none"] = "mlflow"
-    baseline_steps: Annotated[int, Field(ge=0)] = 2  # optimizer steps of naive padded batching for the speed ratio
+    baseline_steps: Annotated[int, Field(ge=0)] = 1  # optimizer steps of naive padded batching (speed ratio); 0 = skip
 
 
 # ---------------------------------------------------------------- merge / evaluate / quantize
@@ -242,9 +247,10 @@ class EvaluateParams(Strict):
     """Base vs fine-tuned on a seeded, intent-stratified sample of the test split."""
 
     seed: int = 42
-    # 2 models x rows x max_new_tokens decode dominates the CPU time: 96 rows x 128 tokens = ~4 min on 2 cores
-    sample_rows: Annotated[int, Field(ge=1)] | None = 96  # None = the whole test split (GPU host)
-    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 128  # reference replies: ~80 words = ~110 tokens
+    # 2 models x (rows x max_new_tokens decode + rows x ~170 tokens perplexity) is the CPU time:
+    # 64 rows x 112 tokens = ~5 min on 2 idle cores; more rows = tighter per-intent numbers (27 intents)
+    sample_rows: Annotated[int, Field(ge=1)] | None = 64  # None = the whole test split (GPU host)
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 112  # reference replies: ~80 words = ~110 tokens
     batch_size: Annotated[int, Field(ge=1)] = 16  # left-padded generation batch; larger = faster, more RAM
     max_prompt_tokens: Annotated[int, Field(ge=16)] = 768  # longer prompts keep their last tokens
     examples: Annotated[int, Field(ge=0, le=50)] = 5  # side-by-side examples in reports/eval.md
@@ -252,7 +258,9 @@ class EvaluateParams(Strict):
     degenerate_repetition: Annotated[float, Field(gt=0, le=1)] = 0.5  # repeated-n-gram rate that counts as degenerate
     classifier_rows: Annotated[int, Field(ge=50)] | None = None  # train rows for the intent classifier; None = all
     human_eval_rows: Annotated[int, Field(ge=0)] = 40  # rows in the blind A/B sheet (0 = no sheet)
-    threads: Annotated[int, Field(ge=1)] | None = None  # torch CPU threads; None = torch's default (all cores)
+    # torch CPU threads; None = auto: the cores other processes leave idle (all on an idle box, 1 on a
+    # busy 2-core one, where 2 threads made each decode step ~20x slower: see evaluate.run.resolve_threads)
+    threads: Annotated[int, Field(ge=1)] | None = None
 
 
 class QuantizeParams(Strict):
@@ -270,9 +278,9 @@ class QuantizeParams(Strict):
     # every variant sees the same rows: 32 rows x 80 tokens x 6 variants = ~5 min on 2 cores
     eval_rows: Annotated[int, Field(ge=1)] = 32
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 80
-    speed_prompts: Annotated[int, Field(ge=1)] = 3  # single-stream decode tok/s = median over this many prompts
+    speed_prompts: Annotated[int, Field(ge=1)] = 2  # HF variants: decode tok/s = median over this many prompts
     n_ctx: Annotated[int, Field(ge=128)] = 1024  # llama.cpp context; must hold prompt + reply
-    threads: Annotated[int, Field(ge=1)] | None = None  # None = all cores
+    threads: Annotated[int, Field(ge=1)] | None = None  # torch + llama.cpp; None = auto (as evaluate.threads)
     size_reduction_target: Annotated[float, Field(gt=0, lt=1)] = 0.5  # q4_k_m must be this much smaller than f16
     rouge_drop_target: Annotated[float, Field(ge=0)] = 2.0  # max q4_k_m ROUGE-L drop vs f16, in points (0-100)
     gptq_calibration_rows: Annotated[int, Field(ge=8)] = 128  # GPU only: more = better 4-bit, slower
@@ -344,6 +352,75 @@ class ServeParams(Strict):
     llama: ServeLlamaParams = ServeLlamaParams()
     limits: ServeLimitsParams = ServeLimitsParams()
     log: ServeLogParams = ServeLogParams()
+
+
+# ---------------------------------------------------------------- bench / report
+
+
+class BenchTargets(Strict):
+    """Goals marked met/missed in reports/bench.json. The first three are the seed's (7B on a GPU host)."""
+
+    ms_per_100_tokens: Annotated[float, Field(gt=0)] = 500.0  # gateway, concurrency 1, p50: below this
+    rps: Annotated[float, Field(gt=0)] = 10.0  # gateway, best level: above this
+    size_reduction: Annotated[float, Field(gt=0, lt=1)] = 0.5  # primary variant vs f16: above this
+    gateway_overhead: Annotated[float, Field(ge=0)] = 0.05  # gateway vs engine p50 latency at concurrency 1
+    batch_speedup: Annotated[float, Field(gt=0)] = 2.0  # tokens/s at concurrency 8 vs 1 (gateway)
+    bandwidth_fraction: Annotated[float, Field(gt=0, le=1)] = 0.7  # decode tok/s vs the copy-bandwidth bound
+
+
+class BenchTuningParams(Strict):
+    """engine_tuning: what each llama.cpp knob buys on this box (llama-bench + short llama-server runs)."""
+
+    enabled: bool = True  # ~1.5 min on 2 cores; false skips it (bench.md then has no tuning table)
+    threads: list[Annotated[int, Field(ge=1)]] = [1, 2]  # decode threads tried (llama-bench tg)
+    ubatch: list[Annotated[int, Field(ge=1)]] = [128, 512]  # prompt-processing ubatch sizes tried (llama-bench pp)
+    # llama-server --spec-type values tried against `none` (no draft model needed: n-gram lookup)
+    spec_types: list[str] = ["ngram-simple", "ngram-cache"]
+    requests: Annotated[int, Field(ge=1)] = 6  # greedy requests per server config (same prompts for each)
+
+
+class BenchParams(Strict):
+    """Headless Locust against the gateway and the engine directly, plus the bandwidth bound."""
+
+    seed: int = 42
+    primary: str = "q4_k_m"  # the variant served and swept over every concurrency level
+    # other models/gguf/model-<name>.gguf variants, each measured at `variant_concurrency` (missing = skipped)
+    variants: list[str] = ["q8_0", "q4_0", "f16"]
+    concurrency: list[Annotated[int, Field(ge=1)]] = [1, 4, 8, 16]  # Locust users per level (gateway)
+    engine_concurrency: list[Annotated[int, Field(ge=1)]] = [1, 8]  # engine direct: gateway overhead
+    variant_concurrency: list[Annotated[int, Field(ge=1)]] = [1, 8]
+    level_seconds: Annotated[float, Field(gt=0, le=600)] = 20.0  # Locust run time per level
+    variant_seconds: Annotated[float, Field(gt=0, le=600)] = 12.0
+    stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0  # in-flight requests finish after the run time
+    warmup_requests: Annotated[int, Field(ge=0)] = 3
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 100
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0  # greedy: both targets do the same work per prompt
+    prompts: Annotated[int, Field(ge=1)] = 200  # seeded sample of the test split (conversation up to last user turn)
+    threads: Annotated[int, Field(ge=1)] | None = None  # llama.cpp threads; None = serve.llama.threads
+    bandwidth_mb: Annotated[int, Field(ge=16)] = 256  # numpy copy buffer; >> L3 so DRAM is measured
+    bandwidth_repeats: Annotated[int, Field(ge=1)] = 10  # best of N: a neighbour's job only ever slows a copy down
+    decode_tokens: Annotated[int, Field(ge=8)] = 64  # llama-bench -p 0 -n N (single-stream decode)
+    decode_repeats: Annotated[int, Field(ge=1)] = 3
+    fallback_bundled: bool = True  # no models/gguf yet: bundled SmolLM2 GGUF + llama-quantize'd copies
+    tuning: BenchTuningParams = BenchTuningParams()
+    targets: BenchTargets = BenchTargets()
+
+    @model_validator(mode="after")
+    def _levels(self) -> BenchParams:
+        if 1 not in self.concurrency or 1 not in self.engine_concurrency:
+            raise ValueError(
+                "bench.concurrency and bench.engine_concurrency must both include 1 (single stream: latency "
+                f"target, gateway overhead). Given: {self.concurrency}, {self.engine_concurrency}"
+            )
+        return self
+
+
+class ReportParams(Strict):
+    """reports/index.{md,html}: rendered from the stages' JSON files only."""
+
+    title: str = "supportlm pipeline report"
+    embed_images: bool = True  # index.html carries plots as data URIs (one self-contained file)
+    max_rows: Annotated[int, Field(ge=1)] = 20  # longest table (sweep trials, bench runs) before truncating
 
 
 class Params(Strict):

@@ -10,8 +10,10 @@ an untruncated example equals the row's `n_assistant_tokens`.
 Batching modes (`train.batching`):
 
 - `grouped` (default): a seeded shuffle, then length-sorted inside mega-batches of 64 x batch_size
-  rows (as HF's LengthGroupedSampler), padded only to the longest row of each batch; batch order is
-  shuffled again. No cross-example attention; padding waste is a few percent.
+  rows (as HF's LengthGroupedSampler), right-padded only to the longest row of each batch; batch
+  order is shuffled again. No cross-example attention; padding waste is a few percent. No
+  attention mask is passed: with right padding a causal model never attends to the pads, so SDPA
+  keeps its fast `is_causal` kernel (tests check logits equal the masked ones).
 - `packed`: examples laid end to end (first-fit, no example split) into rows of `max_length`;
   `position_ids` restart at 0 for every example and no attention mask is passed, so transformers
   (>= 4.5x, `masking_utils.find_packed_sequence_indices`) builds a block-diagonal causal mask and an
@@ -19,7 +21,8 @@ Batching modes (`train.batching`):
   eager on CPU). Caveat: models whose attention ignores `position_ids` for masking (custom code,
   old transformers, generation with a KV cache) would attend across examples; call the model with
   `use_cache=False`. Lowest waste; long rows make attention a little more expensive.
-- `padded`: the naive baseline: every row padded to `max_length`. Kept to measure the speedup.
+- `padded`: the naive baseline: every row padded to `max_length`, with an attention mask (what
+  a default HF collator + Trainer does). Kept to measure the speedup.
 
 Every `Batch` carries `useful_tokens` (non-pad) and `pad_tokens`, so padding waste and useful
 tokens/s are measured, not estimated.
@@ -41,6 +44,7 @@ Mode = Literal["grouped", "packed", "padded"]
 MEGABATCH_MULT = 64  # grouped: rows sorted by length within windows of 64 x batch_size
 
 log = logging.getLogger("supportlm.train")
+_warned: list[bool] = []  # warn once per process about non-prefix tokenizations
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,10 @@ def tokenize_messages(messages: list[dict[str, str]], tokenizer: Any, max_length
         before = _ids(tokenizer.apply_chat_template(messages[:i], tokenize=True, add_generation_prompt=True))
         after = _ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=True))
         start, end = len(before), len(after)
-        if after != full[:end] or before != after[:start]:
+        if (after != full[:end] or before != after[:start]) and not _warned:
             # A tokenizer that merges across the turn boundary: spans are off by a token or two.
-            log.warning("chat template prefix is not a token prefix (turn %d); assistant span approximate", i)
+            _warned.append(True)
+            log.warning("chat template prefix is not a token prefix (turn %d); assistant spans approximate", i)
         labels[start:end] = full[start:end]
     truncated = len(full) > max_length
     return Example(full[:max_length], labels[:max_length], truncated)
@@ -154,7 +159,7 @@ def _first_fit(order: list[int], lengths: Sequence[int], max_length: int) -> lis
 class Batch:
     input_ids: torch.Tensor  # (B, T) token ids, pad id after each row's end
     labels: torch.Tensor  # (B, T) -100 outside assistant tokens and on padding
-    attention_mask: torch.Tensor | None  # (B, T) 1 = real token; None when packed (mask from position_ids)
+    attention_mask: torch.Tensor | None  # (B, T) 1 = real token; padded only (grouped/packed: see collate)
     position_ids: torch.Tensor | None  # (B, T) restart at 0 per example when packed
     useful_tokens: int  # non-pad tokens
     pad_tokens: int
@@ -208,7 +213,12 @@ def collate(
         position_ids[b, n:] = torch.arange(width - n)
     if mode == "packed":
         return Batch(input_ids, labels, None, position_ids, useful, B * width - useful, sum(map(len, rows)))
-    return Batch(input_ids, labels, mask, None, useful, B * width - useful, B)
+    if mode == "grouped":
+        # Right padding + causal attention: no real token can see a pad (pads come after it), and
+        # pad positions carry label -100, so the mask is redundant. Without it SDPA takes its
+        # is_causal fast path instead of materializing a (B, heads, T, T) masked attention.
+        return Batch(input_ids, labels, None, None, useful, B * width - useful, B)
+    return Batch(input_ids, labels, mask, None, useful, B * width - useful, B)  # naive: mask, as HF collators
 
 
 class BatchStream:
