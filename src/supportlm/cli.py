@@ -41,6 +41,14 @@ def _stage_funcs() -> dict[str, tuple[str, Callable[..., Any]]]:
 
         return train(params, paths)
 
+    def lazy(module: str, func: str) -> Callable[..., Any]:
+        def call(params: Any, paths: Any) -> Any:
+            import importlib
+
+            return getattr(importlib.import_module(module), func)(params, paths)
+
+        return call
+
     return {
         "ingest": ("ingest", pipeline.run_ingest),
         "base_model": ("base_model", run_base_model),
@@ -49,6 +57,9 @@ def _stage_funcs() -> dict[str, tuple[str, Callable[..., Any]]]:
         "format": ("format", pipeline.run_format),
         "quality": ("quality", pipeline.run_quality),
         "train": ("train", run_train),
+        "merge": ("merge", lazy("supportlm.train.merge", "run_merge")),
+        "evaluate": ("evaluate", lazy("supportlm.evaluate.run", "run_evaluate")),
+        "quantize": ("quantize", lazy("supportlm.quantize.run", "run_quantize")),
     }
 
 
@@ -93,11 +104,11 @@ def _stage_command(name: str) -> None:
     def command(params: ParamsOpt = Path("params.yaml")) -> None:
         run_stage(name, params)
 
-    command.__doc__ = f"Run the `{name}` stage outside DVC (same code as `dvc repro {name}`)."
+    command.__doc__ = f"Run the `{name}` stage's code outside DVC (the same function its stages/{name}.py calls)."
     app.command(name.replace("_", "-"))(command)
 
 
-for _name in ("ingest", "base_model", "clean", "split", "format", "quality", "train"):
+for _name in ("ingest", "base_model", "clean", "split", "format", "quality", "train", "merge", "evaluate", "quantize"):
     _stage_command(_name)
 
 
@@ -136,6 +147,65 @@ def data_bench(
 
     result = guarded(lambda: run_scaling(rows, params, output))
     out.print_json(json.dumps(result))
+
+
+human_app = typer.Typer(help="Blind A/B human evaluation: export a sheet, score filled sheets.", no_args_is_help=True)
+app.add_typer(human_app, name="human-eval")
+
+
+@human_app.command("export")
+def human_export(
+    generations: Annotated[Path, typer.Option(help="evaluate stage generations")] = Path(
+        "reports/eval_generations.jsonl"
+    ),
+    sheet: Annotated[Path, typer.Option(help="blind CSV sheet for raters")] = Path("reports/human_eval_sheet.csv"),
+    key: Annotated[Path, typer.Option(help="A/B -> system key (keep away from raters)")] = Path(
+        "reports/human_eval_key.csv"
+    ),
+    rows: Annotated[int | None, typer.Option(help="rows in the sheet (default all)")] = None,
+    seed: Annotated[int, typer.Option(help="shuffle seed")] = 42,
+) -> None:
+    """Write a blind, shuffled base-vs-fine-tuned A/B sheet (CSV + self-contained HTML form)."""
+    from supportlm.evaluate import human
+
+    result = guarded(lambda: human.export_from_generations(generations, sheet, key, rows=rows, seed=seed))
+    out.print(result)
+
+
+@human_app.command("score")
+def human_score(
+    files: Annotated[list[Path], typer.Argument(help="filled sheets (CSV)")],
+    key: Annotated[Path, typer.Option(help="the key written by export")] = Path("reports/human_eval_key.csv"),
+    output: Annotated[Path, typer.Option(help="aggregated result")] = Path("reports/human_eval.json"),
+) -> None:
+    """Aggregate filled sheets into the fine-tuned win rate with a 95% Wilson interval."""
+    from supportlm.evaluate import human
+
+    result = guarded(lambda: human.score(files, key, out_json=output))
+    out.print_json(json.dumps(result, default=str))
+
+
+@app.command("batch")
+def batch_cmd(
+    input: Annotated[Path, typer.Argument(help="JSONL rows with `messages` or `prompt`")],
+    output: Annotated[Path, typer.Argument(help="JSONL out; a rerun skips ids already there")],
+    model: Annotated[str, typer.Option(help="HF model dir or .gguf file")] = "models/gguf/model-q4_k_m.gguf",
+    max_new_tokens: Annotated[int, typer.Option(help="tokens per reply")] = 128,
+    batch_size: Annotated[int, typer.Option(help="rows per generation batch")] = 8,
+    errors: Annotated[Path | None, typer.Option(help="bad input rows (line + reason)")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="system prompt for `prompt` rows")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: idle cores)")] = None,
+) -> None:
+    """Offline batch inference with a progress bar; resumable; bad rows reported by line number."""
+    from supportlm.serve.batch import batch
+
+    summary = guarded(
+        lambda: batch(
+            input, output, model, max_new_tokens=max_new_tokens, batch_size=batch_size,
+            errors_path=errors, system_prompt=system_prompt, threads=threads,
+        )
+    )  # fmt: skip
+    out.print_json(json.dumps(summary, default=str))
 
 
 @app.command("docker-run")

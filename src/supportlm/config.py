@@ -272,12 +272,13 @@ class QuantizeParams(Strict):
         "q4_k_m",  # ~4.8 bit/weight: the usual serving default
         "q4_0",  # ~4.5 bit/weight: simplest 4-bit, fastest on old CPUs, a bit less accurate
     ]
-    # bnb_int8 / gptq need CUDA and are skipped with a recorded reason on CPU; bnb_nf4 runs on CPU
-    # (bitsandbytes >= 0.49) but ~10x slower than fp32 there
+    # gptq needs CUDA (skipped with the reason recorded on CPU); bitsandbytes int8 and nf4 run on CPU in
+    # 0.50 (~1 min each here, slower per token than llama.cpp); drop them from the list to save that time
     torch_variants: list[Literal["bnb_int8", "bnb_nf4", "gptq"]] = ["bnb_int8", "bnb_nf4", "gptq"]
-    # every variant sees the same rows: 32 rows x 80 tokens x 6 variants = ~5 min on 2 cores
+    # every variant sees the same rows; 7 variants x (32 rows x 64 tokens + perplexity) = ~7 min on 2 busy
+    # cores (measured 8.2 min at 80 tokens, load average 4); more rows = tighter deltas, linear cost
     eval_rows: Annotated[int, Field(ge=1)] = 32
-    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 80
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 64
     speed_prompts: Annotated[int, Field(ge=1)] = 2  # HF variants: decode tok/s = median over this many prompts
     n_ctx: Annotated[int, Field(ge=128)] = 1024  # llama.cpp context; must hold prompt + reply
     threads: Annotated[int, Field(ge=1)] | None = None  # torch + llama.cpp; None = auto (as evaluate.threads)
@@ -393,6 +394,7 @@ class BenchParams(Strict):
     variant_seconds: Annotated[float, Field(gt=0, le=600)] = 12.0
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0  # in-flight requests finish after the run time
     warmup_requests: Annotated[int, Field(ge=0)] = 3
+    overhead_pairs: Annotated[int, Field(ge=0)] = 12  # interleaved engine/gateway pairs (0 = Locust runs only)
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 100
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0  # greedy: both targets do the same work per prompt
     prompts: Annotated[int, Field(ge=1)] = 200  # seeded sample of the test split (conversation up to last user turn)
@@ -434,6 +436,9 @@ class Params(Strict):
     train: TrainParams = TrainParams()
     lora: LoraParams = LoraParams()
     serve: ServeParams = ServeParams()
+    merge: MergeParams = MergeParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    quantize: QuantizeParams = QuantizeParams()
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

@@ -32,6 +32,18 @@ class Paths:
     def base_model(self) -> Path:
         return self.root / "models" / "base"
 
+    @property
+    def adapter(self) -> Path:
+        return self.root / "models" / "adapter"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "models" / "merged"
+
+    @property
+    def gguf(self) -> Path:
+        return self.root / "models" / "gguf"
+
     # reports (small, committed)
     @property
     def reports(self) -> Path:

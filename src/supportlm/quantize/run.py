@@ -1,0 +1,400 @@
+"""The quantize stage: models/merged -> GGUF f16/q8_0/q4_k_m/q4_0 (+ bitsandbytes/GPTQ), all scored alike.
+
+    dvc repro quantize
+    python stages/quantize.py
+
+Writes models/gguf/model-{f16,<each quantize.gguf_types>}.gguf, reports/quantization.json,
+reports/quantization.md and reports/plots/quantize/*.png.
+
+Variants (one row each in `variants`, same test slice, same prompts/token ids):
+- fp32: the merged HF model as saved (the reference point);
+- f16 + `gguf_types`: llama.cpp files, scored through llama-cpp-python;
+- `torch_variants`: bitsandbytes int8 / nf4 and GPTQ when this host can run them; otherwise
+  they are listed under `skipped` with the reason (e.g. "GPTQ needs a CUDA GPU").
+
+Targets (marked met/missed in the JSON and the Markdown):
+- size: q4_k_m at least `size_reduction_target` (50%) smaller than f16;
+- accuracy: q4_k_m ROUGE-L at most `rouge_drop_target` (2.0) points (0-100 scale) below f16.
+
+Raises:
+    DataError: models/merged or data/formatted/test.jsonl missing.
+    MissingDependencyError: the llama.cpp converter cannot be fetched (see supportlm.llamacpp).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from supportlm.errors import DataError
+from supportlm.evaluate import metrics as m
+from supportlm.evaluate.run import (
+    _base_model_id,
+    _block,
+    _dir,
+    ensure_logging,
+    read_jsonl,
+    resolve_threads,
+    stratified_sample,
+)
+from supportlm.quantize import compare, gguf, torch_quant
+
+TARGET_VARIANT, REFERENCE_VARIANT = "q4_k_m", "f16"
+log = logging.getLogger("supportlm.quantize")
+
+
+def _log_variant(v: dict[str, Any]) -> None:
+    tps = "—" if v["tokens_per_s"] is None else f"{v['tokens_per_s']:.1f}"
+    log.info(
+        "%-7s %8.1f MB  ppl %7.2f  BLEU %5.2f  ROUGE-L %.3f  %s tok/s decode  (load %.1f s, eval %.0f s)",
+        v["name"],
+        v["size_bytes"] / 1e6,
+        v["perplexity"],
+        v["bleu"],
+        v["rougeL"],
+        tps,
+        v["load_s"],
+        v["eval_s"],
+    )
+
+
+def quantize_and_compare(
+    merged_dir: Path,
+    test_path: Path,
+    gguf_dir: Path,
+    reports: Path,
+    p: Any,
+    train_path: Path | None = None,
+    base_model_id: str = "",
+    params_hash: str = "",
+) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from supportlm.lineage import peak_rss_mb, write_json
+
+    t_start = time.perf_counter()
+    if not (merged_dir / "config.json").is_file():
+        raise DataError(f"{merged_dir}: not an HF model dir; run `dvc repro merge`")
+    threads = resolve_threads(p.threads)  # auto: 1 on a busy 2-core box (see resolve_threads)
+    torch.set_num_threads(threads)
+    log.info("threads: %d (%s)", threads, "quantize.threads" if p.threads else "auto")
+    p = p.model_copy(update={"threads": threads})  # llama.cpp gets the same count
+    examples = [m.to_example(r) for r in stratified_sample(read_jsonl(test_path), p.eval_rows, p.seed)]
+    tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
+    prompts = [m.prompt_ids(tokenizer, e.prompt, p.n_ctx // 2) for e in examples]
+
+    # 1. files
+    t0 = time.perf_counter()
+    files = gguf.export(merged_dir, gguf_dir, [t for t in p.gguf_types if t != "f16"], threads=p.threads)
+    export_s = time.perf_counter() - t0
+    log.info(
+        "GGUF export in %.0f s: %s",
+        export_s,
+        ", ".join(f"{k} {v['size_bytes'] / 1e6:,.1f} MB" for k, v in files.items()),
+    )
+
+    variants: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+
+    # 2. fp32 reference (the merged HF dir)
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    load_s = time.perf_counter() - t0
+    variants.append(
+        compare.evaluate_hf(
+            "fp32",
+            "hf-safetensors-fp32",
+            model,
+            tokenizer,
+            examples,
+            prompts,
+            p,
+            gguf.file_size(merged_dir),
+            load_s,
+        )
+    )
+    _log_variant(variants[-1])
+    del model
+    gc.collect()
+
+    # 3. GGUF
+    for qtype, info in files.items():
+        variants.append(
+            compare.evaluate_gguf(qtype, Path(info["path"]), f"gguf-{qtype}", tokenizer, examples, prompts, p)
+        )
+        variants[-1]["convert_s"] = info["seconds"]
+        _log_variant(variants[-1])
+
+    # 4. torch quantizers
+    calib: list[str] = []
+    if "gptq" in p.torch_variants and train_path is not None and train_path.is_file():
+        calib = [m.to_example(r).reference for r in read_jsonl(train_path)[: p.gptq_calibration_rows]]
+    for name in p.torch_variants:
+        try:
+            model, info = torch_quant.load(name, merged_dir, calib, out_dir=gguf_dir.parent / name)
+        except torch_quant.Skip as why:
+            skipped.append({"name": name, "reason": str(why)})
+            log.info("%-7s skipped: %s", name, why)
+            continue
+        variants.append(
+            compare.evaluate_hf(
+                name,
+                info.pop("format"),
+                model,
+                tokenizer,
+                examples,
+                prompts,
+                p,
+                info.pop("size_bytes"),
+                info.pop("load_s"),
+                extra=info,
+            )
+        )
+        _log_variant(variants[-1])
+        del model
+        gc.collect()
+
+    result = summarize(variants, p)
+    replies = {v["name"]: v.pop("replies") for v in variants}
+    result.update(
+        {
+            "skipped": skipped,
+            "slice": {
+                "rows": len(examples),
+                "seed": p.seed,
+                "max_new_tokens": p.max_new_tokens,
+                "test_file": str(test_path),
+                "ids": [e.id for e in examples],
+            },
+            "files": {k: v["path"] for k, v in files.items()},
+            "params_hash": params_hash,
+            "base_model": base_model_id,
+            "timing": {
+                "export_s": round(export_s, 1),
+                "total_s": round(time.perf_counter() - t_start, 1),
+                "torch_threads": torch.get_num_threads(),
+            },
+            "peak_rss_mb": peak_rss_mb(),
+        }
+    )
+    plots = plot(result, reports / "plots" / "quantize")
+    result["plots"] = [str(x) for x in plots]
+    write_json(reports / "quantization.json", result)
+    (reports / "quantization.md").write_text(
+        render_markdown(result, examples, replies, reports), encoding="utf-8"
+    )
+    return result
+
+
+def summarize(variants: list[dict[str, Any]], p: Any) -> dict[str, Any]:
+    """Size reductions vs f16/fp32, the per-variant `overall` dict and the met/missed targets."""
+    by = {v["name"]: v for v in variants}
+    f16, fp32 = by.get(REFERENCE_VARIANT), by.get("fp32")
+    for v in variants:
+        v["reduction_vs_f16"] = 1 - v["size_bytes"] / f16["size_bytes"] if f16 else None
+        v["reduction_vs_fp32"] = 1 - v["size_bytes"] / fp32["size_bytes"] if fp32 else None
+        if f16:
+            v["rougeL_delta_vs_f16_points"] = 100 * (v["rougeL"] - f16["rougeL"])
+    targets = []
+    q = by.get(TARGET_VARIANT)
+    if q and f16:
+        red = q["reduction_vs_f16"]
+        targets.append(
+            {
+                "name": f"{TARGET_VARIANT} size reduction vs f16",
+                "goal": f">= {p.size_reduction_target:.0%}",
+                "measured": red,
+                "met": red >= p.size_reduction_target,
+            }
+        )
+        drop = -q["rougeL_delta_vs_f16_points"]
+        targets.append(
+            {
+                "name": f"{TARGET_VARIANT} ROUGE-L drop vs f16 (points)",
+                "goal": f"<= {p.rouge_drop_target:g}",
+                "measured": drop,
+                "met": drop <= p.rouge_drop_target,
+            }
+        )
+    keys = ("format", "size_bytes", "perplexity", "bleu", "rougeL", "tokens_per_s")
+    return {
+        "variants": variants,
+        "overall": {v["name"]: {k: v[k] for k in keys} for v in variants},
+        "targets": targets,
+        "q4_k_m_rougeL_delta_vs_f16_points": q.get("rougeL_delta_vs_f16_points") if q else None,
+        "q4_k_m_reduction_vs_f16": q.get("reduction_vs_f16") if q else None,
+    }
+
+
+def run_quantize(params: Any, paths: Any) -> dict[str, Any]:
+    """Stage runner: `params` is the root Params (with `.quantize`) or a QuantizeParams."""
+    from supportlm.config import QuantizeParams
+    from supportlm.lineage import params_hash
+
+    ensure_logging()
+    p = _block(params, "quantize", QuantizeParams)
+    base_model = getattr(getattr(params, "base_model", None), "base", "") or _base_model_id(paths)
+    formatted = _dir(paths, "formatted", "data", "formatted")
+    return quantize_and_compare(
+        merged_dir=_dir(paths, "merged", "models", "merged"),
+        test_path=formatted / "test.jsonl",
+        gguf_dir=_dir(paths, "gguf", "models", "gguf"),
+        reports=_dir(paths, "reports", "reports"),
+        p=p,
+        train_path=formatted / "train.jsonl",
+        base_model_id=base_model,
+        params_hash=params_hash(p),
+    )
+
+
+# ---------------------------------------------------------------- report
+
+
+def _mb(n: int | None) -> str:
+    return "—" if n is None else f"{n / 1e6:,.1f}"
+
+
+def _pct(reduction: float | None) -> str:
+    """Size change as a signed percentage: a 60% reduction prints as -60%."""
+    return "—" if reduction is None else f"{-reduction:+.0%}"
+
+
+def _f(x: Any, d: int = 3) -> str:
+    return "—" if x is None else f"{x:.{d}f}" if isinstance(x, float) else str(x)
+
+
+def render_markdown(
+    result: dict[str, Any], examples: list[m.Example], replies: dict[str, list[str]], reports: Path
+) -> str:
+    s = result["slice"]
+    lines = [
+        "# Quantization: size, accuracy and speed",
+        "",
+        (
+            f"Every variant on the same {s['rows']} test rows (seed {s['seed']}), greedy, max {s['max_new_tokens']} "
+            f"new tokens; perplexity of the reference replies. tok/s = single-stream decode (after the first token). "
+            f"Base model `{result['base_model']}`; params hash `{result['params_hash']}`; stage time "
+            f"{result['timing']['total_s']:.0f} s."
+        ),
+        "",
+        (
+            "| variant | format | size (MB) | vs f16 | vs fp32 | perplexity ↓ | BLEU | ROUGE-L | Δ ROUGE-L vs f16 (pts) "
+            "| tok/s | TTFT (ms) | load (s) |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in result["variants"]:
+        vs_f16, vs_fp32 = (_pct(v[k]) for k in ("reduction_vs_f16", "reduction_vs_fp32"))
+        lines.append(
+            f"| {v['name']} | {v['format']} | {_mb(v['size_bytes'])} | {vs_f16} | {vs_fp32} | "
+            f"{_f(v['perplexity'], 2)} | {_f(v['bleu'], 2)} | {_f(v['rougeL'])} | "
+            f"{_f(v.get('rougeL_delta_vs_f16_points'), 2)} | {_f(v['tokens_per_s'], 1)} | {_f(v.get('ttft_ms'), 0)} | "
+            f"{_f(v['load_s'], 2)} |"
+        )
+    if result["targets"]:
+        lines += ["", "## Targets", "", "| target | goal | measured | |", "|---|---|---:|---|"]
+        for t in result["targets"]:
+            meas = f"{t['measured']:.1%}" if "reduction" in t["name"] else f"{t['measured']:.2f}"
+            lines.append(f"| {t['name']} | {t['goal']} | {meas} | {'met' if t['met'] else '**missed**'} |")
+    if result["skipped"]:
+        lines += ["", "## Skipped on this host", ""] + [
+            f"- `{x['name']}`: {x['reason']}" for x in result["skipped"]
+        ]
+    lines += ["", "## Plots", ""] + [
+        f"![{Path(x).stem}]({Path(x).relative_to(reports)})" for x in result["plots"]
+    ]
+    if examples:
+        e = examples[0]
+        lines += ["", f"## Example (`{e.id}`, {e.intent})", "", "| variant | reply |", "|---|---|"]
+        lines.append(f"| reference | {_cell(e.reference)} |")
+        for name, reps in replies.items():
+            lines.append(f"| {name} | {_cell(reps[0])} |")
+    lines += [
+        "",
+        (
+            "Notes: k-quants need rows that are multiples of 256 values; tensors that are not (576-wide in "
+            "SmolLM2-135M) fall back to legacy quant types inside llama-quantize, so q4_k_m saves less here than "
+            "on 7B models. bitsandbytes sizes are the saved safetensors (quantized weights + fp16/fp32 "
+            "norms/embeddings)."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cell(text: str, limit: int = 400) -> str:
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """ROUGE-L and perplexity vs size (marker area ~ decode tok/s), and decode speed bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vs = result["variants"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    tps = [v["tokens_per_s"] or 0 for v in vs]
+    scale = 600 / max(max(tps), 1)
+    colors = [
+        "#444" if v["format"].startswith("hf") else "#1f77b4" if v["format"].startswith("gguf") else "#d62728"
+        for v in vs
+    ]
+    sizes = [v["size_bytes"] / 1e6 for v in vs]
+    for ax, key, label in (
+        (axes[0], "rougeL", "ROUGE-L (higher is better)"),
+        (axes[1], "perplexity", "perplexity of reference (lower is better)"),
+    ):
+        ax.scatter(
+            [v["size_bytes"] / 1e6 for v in vs],
+            [v[key] for v in vs],
+            s=[30 + t * scale for t in tps],
+            c=colors,
+            alpha=0.7,
+            edgecolors="k",
+        )
+        for v in vs:
+            ax.annotate(
+                v["name"],
+                (v["size_bytes"] / 1e6, v[key]),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=8,
+            )
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(
+            [
+                t
+                for t in (1, 2, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000, 15000)
+                if min(sizes) / 1.3 <= t <= max(sizes) * 1.3
+            ]
+            or [min(sizes)]
+        )
+        ax.set_xlabel("size (MB, log)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("accuracy vs size (area = decode tok/s)")
+    axes[1].set_title("perplexity vs size")
+    axes[2].barh([v["name"] for v in vs], tps, color=colors)
+    for i, t in enumerate(tps):
+        axes[2].text(t, i, f" {t:.0f}", va="center", fontsize=8)
+    axes[2].set_xlabel("single-stream decode tok/s")
+    axes[2].set_title("speed (black: HF fp32, blue: GGUF, red: bnb)")
+    fig.tight_layout()
+    path = out_dir / "size_accuracy_speed.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+__all__ = ["quantize_and_compare", "run_quantize", "summarize"]

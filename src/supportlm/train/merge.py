@@ -1,0 +1,151 @@
+"""Merge a LoRA/QLoRA adapter into its base weights and save a plain HF model dir (models/merged).
+
+    dvc repro merge
+    python stages/merge.py
+
+Why merge: evaluation, GGUF conversion and serving then load one ordinary model (no peft at
+inference, no extra matmuls per layer).
+
+QLoRA: the adapter was trained against a 4-bit base, but merging into 4-bit weights would
+re-quantize W + BA and lose the update's precision. We always load the base UNquantized
+(fp32, or bf16/fp16 per `merge.dtype`) and merge there; if the base dir itself is a
+bnb-quantized checkpoint (`quantization_config` in its config.json) it is de-quantized
+first (`model.dequantize()`), so the merged weights are plain floats.
+
+Writes <out_dir>/ with model.safetensors, config.json, generation_config.json, tokenizer
+files, chat template and supportlm_merge.json (adapter config, dtypes, timings). The write is
+atomic: everything goes to <out_dir>.tmp, which is renamed over <out_dir> at the end.
+
+Raises:
+    DataError: the base dir or the adapter dir is missing / not the right format.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from supportlm.errors import DataError
+
+
+def _load_base(base_dir: Path, dtype: Any) -> tuple[Any, bool]:
+    """Base model in `dtype`, never quantized; (model, was_dequantized)."""
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((base_dir / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype)
+    dequantized = False
+    if config.get("quantization_config"):
+        # a pre-quantized (bnb) base checkpoint: back to floats before the adapter goes in
+        model = model.dequantize()
+        model = model.to(dtype)
+        dequantized = True
+    return model, dequantized
+
+
+def merge(
+    base_dir: str | Path,
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    dtype: str = "float32",
+    max_shard_size: str = "2GB",
+) -> dict[str, Any]:
+    """Fold `adapter_dir` (peft LoRA) into `base_dir` and save the result to `out_dir`.
+
+    Args:
+        base_dir: HF model dir of the base model (models/base).
+        adapter_dir: peft adapter dir (adapter_config.json + adapter_model.safetensors).
+        out_dir: where the merged HF model dir goes (replaced atomically).
+        dtype: weights dtype of the merge and of the saved files.
+        max_shard_size: safetensors shard size.
+
+    Returns:
+        Summary (also saved as <out_dir>/supportlm_merge.json).
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer, GenerationConfig
+
+    base_dir, adapter_dir, out_dir = Path(base_dir), Path(adapter_dir), Path(out_dir)
+    if not (base_dir / "config.json").is_file():
+        raise DataError(f"{base_dir}: not an HF model dir (no config.json); run `dvc repro base_model`")
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise DataError(f"{adapter_dir}: no adapter_config.json; run `dvc repro train` (peft adapter dir)")
+    adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if adapter_cfg.get("peft_type", "LORA") not in ("LORA", "QLORA"):
+        raise DataError(f"{adapter_dir}: peft_type={adapter_cfg.get('peft_type')}; only LoRA adapters merge")
+    torch_dtype = getattr(torch, dtype)
+
+    t0 = time.perf_counter()
+    model, dequantized = _load_base(base_dir, torch.float32)  # merge in fp32, cast after (exact on CPU)
+    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    model = model.merge_and_unload(safe_merge=True)  # safe_merge: fails on NaN/inf instead of saving them
+    model = model.to(torch_dtype)
+    model.config.dtype = torch_dtype
+    merge_s = time.perf_counter() - t0
+
+    # tokenizer: the adapter's copy if training saved one (it may set a pad token), else the base's
+    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
+    if tokenizer.chat_template is None:
+        base_tok = AutoTokenizer.from_pretrained(str(base_dir))
+        tokenizer.chat_template = base_tok.chat_template
+    try:
+        gen_cfg = GenerationConfig.from_pretrained(str(base_dir))
+    except OSError:
+        gen_cfg = GenerationConfig(
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+    model.generation_config = gen_cfg
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(tmp)
+    info = {
+        "base_dir": str(base_dir),
+        "adapter_dir": str(adapter_dir),
+        "lora_r": adapter_cfg.get("r"),
+        "lora_alpha": adapter_cfg.get("lora_alpha"),
+        "target_modules": adapter_cfg.get("target_modules"),
+        "base_dequantized": dequantized,
+        "dtype": dtype,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "size_bytes": sum(f.stat().st_size for f in tmp.glob("*.safetensors")),
+        "merge_s": round(merge_s, 2),
+    }
+    (tmp / "supportlm_merge.json").write_text(json.dumps(info, indent=2, default=str))
+    # swap: old dir aside, new one in, old one removed; a crash never leaves a half-written out_dir
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return info
+
+
+def _dir(paths: Any, attr: str, *default: str) -> Path:
+    """paths.<attr> if the lead added it to Paths, else <root>/<default...>."""
+    value = getattr(paths, attr, None)
+    return Path(value) if value is not None else Path(getattr(paths, "root", ".")).joinpath(*default)
+
+
+def run_merge(params: Any, paths: Any) -> dict[str, Any]:
+    """The merge stage: models/base + models/adapter -> models/merged."""
+    from supportlm.config import MergeParams
+
+    p = params if isinstance(params, MergeParams) else getattr(params, "merge", None) or MergeParams()
+    return merge(
+        _dir(paths, "base_model", "models", "base"),
+        _dir(paths, "adapter", "models", "adapter"),
+        _dir(paths, "merged", "models", "merged"),
+        dtype=p.dtype,
+        max_shard_size=p.max_shard_size,
+    )
