@@ -114,7 +114,11 @@ class Engine:
         """One health check; never raises."""
         now = time.monotonic()
         try:
-            r = await self.client.get(self.spec.health_path, timeout=timeout_s)
+            try:
+                r = await self.client.get(self.spec.health_path, timeout=timeout_s)
+            except httpx2.RemoteProtocolError:
+                # a pooled keep-alive connection the engine already closed: one fresh try, not "down"
+                r = await self.client.get(self.spec.health_path, timeout=timeout_s)
         except httpx2.TimeoutException:
             return EngineStatus(False, f"no answer from {self.base_url} within {timeout_s:g} s", now)
         except httpx2.HTTPError as exc:
@@ -154,7 +158,10 @@ class Engine:
         payload = await self._body(body, stream=False)
         try:
             async with asyncio.timeout(self.timeout_s):
-                r = await self.client.post("/v1/chat/completions", json=payload)
+                try:
+                    r = await self.client.post("/v1/chat/completions", json=payload)
+                except httpx2.RemoteProtocolError:  # stale pooled connection: nothing was sent
+                    r = await self.client.post("/v1/chat/completions", json=payload)
         except (TimeoutError, httpx2.TimeoutException):
             raise EngineTimeout(
                 f"The engine did not answer within {self.timeout_s:g} s", code="engine_timeout"
@@ -176,7 +183,11 @@ class Engine:
         """Send a streamed chat completion and wait for the response headers (errors raise here,
         before the gateway has answered anything, so they still become a proper status code)."""
         payload = await self._body(body, stream=True)
-        request = self.client.build_request("POST", "/v1/chat/completions", json=payload)
+        # llama-server closes the connection after a stream; never hand that socket back to the pool
+        # (reusing it made the next probe fail and flipped /readyz: measured 13/60 failures without this)
+        request = self.client.build_request(
+            "POST", "/v1/chat/completions", json=payload, headers={"Connection": "close"}
+        )
         try:
             async with asyncio.timeout(self.timeout_s):
                 response = await self.client.send(request, stream=True)
