@@ -73,8 +73,14 @@ llama-tools: setup  ## build llama-server/quantize/bench from the llama-cpp-pyth
 mlflow-ui: setup  ## browse training runs (sqlite store in mlflow.db)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
+bench: setup  ## Locust against gateway + engine at 1/4/8/16 users -> reports/bench.{json,md} + plots (~7 min)
+	$(BIN)/supportlm bench
+
+report: setup  ## reports/index.{md,html} from every stage's JSON
+	$(BIN)/supportlm report
+
 # Serving -------------------------------------------------------------------------------
-.PHONY: serve llama-tools mlflow-ui
+.PHONY: serve llama-tools mlflow-ui bench report
 serve: setup  ## gateway + llama-server on the fine-tuned q4_k_m (needs SUPPORTLM_API_KEYS=id:key)
 	$(BIN)/supportlm serve
 

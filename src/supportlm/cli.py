@@ -60,6 +60,8 @@ def _stage_funcs() -> dict[str, tuple[str, Callable[..., Any]]]:
         "merge": ("merge", lazy("supportlm.train.merge", "run_merge")),
         "evaluate": ("evaluate", lazy("supportlm.evaluate.run", "run_evaluate")),
         "quantize": ("quantize", lazy("supportlm.quantize.run", "run_quantize")),
+        "bench": ("bench", lazy("supportlm.bench.run", "run_bench")),
+        "report": ("report", lazy("supportlm.report", "run_report")),
     }
 
 
@@ -108,7 +110,7 @@ def _stage_command(name: str) -> None:
     app.command(name.replace("_", "-"))(command)
 
 
-for _name in ("ingest", "base_model", "clean", "split", "format", "quality", "train", "merge", "evaluate", "quantize"):
+for _name in ("ingest", "base_model", "clean", "split", "format", "quality", "train", "merge", "evaluate", "quantize", "bench", "report"):
     _stage_command(_name)
 
 

@@ -394,7 +394,7 @@ class BenchParams(Strict):
     variant_seconds: Annotated[float, Field(gt=0, le=600)] = 12.0
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0  # in-flight requests finish after the run time
     warmup_requests: Annotated[int, Field(ge=0)] = 3
-    overhead_pairs: Annotated[int, Field(ge=0)] = 12  # interleaved engine/gateway pairs (0 = Locust runs only)
+    overhead_pairs: Annotated[int, Field(ge=0)] = 20  # interleaved engine/gateway pairs, ~2.5 s each (0 = skip)
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 100
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0  # greedy: both targets do the same work per prompt
     prompts: Annotated[int, Field(ge=1)] = 200  # seeded sample of the test split (conversation up to last user turn)
@@ -439,6 +439,8 @@ class Params(Strict):
     merge: MergeParams = MergeParams()
     evaluate: EvaluateParams = EvaluateParams()
     quantize: QuantizeParams = QuantizeParams()
+    bench: BenchParams = BenchParams()
+    report: ReportParams = ReportParams()
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

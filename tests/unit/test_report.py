@@ -1,0 +1,235 @@
+"""Report stage: index.md / index.html rendered from fixture JSON files in tmp_path.
+
+`make_reports(tmp_path)` builds a small but complete reports/ tree (every stage's JSON, tiny PNG plots,
+the detailed .md/.html reports, params.yaml, dvc.lock); tests/integration/test_report_browser.py opens
+the same tree in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from supportlm.config import ReportParams
+from supportlm.report import collect_targets, run_report
+
+
+def tiny_png(width: int = 4, height: int = 3) -> bytes:
+    """A valid RGB PNG (no imaging library needed)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + b"\x30\x80\xd0" * width for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def _w(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data, encoding="utf-8")
+
+
+def make_reports(root: Path, *, skip: tuple[str, ...] = ()) -> Path:
+    """A project root with reports/ holding every stage's JSON except the names in `skip`."""
+    rep = root / "reports"
+    files: dict[str, object] = {
+        "ingest.json": {"rows": 12600, "rejected": 0, "params_hash": "aaa111"},
+        "clean.json": {"rows_in": 12600, "rows_kept": 11907, "rows_quarantined": 693,
+                       "by_reason": {"exact_duplicate": 252, "too_long": 63}, "rows_changed": 1306},
+        "split.json": {"counts": {"train": 9526, "val": 1195, "test": 1186}, "leaked_groups": 0},
+        "format.json": {"splits": {"train": {"tokens_total": 1000, "tokens_mean": 180.5, "tokens_p95": 290,
+                                             "tokens_max": 370, "truncated_rows": 0}}},
+        "data_quality.json": {"summary": {"warnings": ["intent drift val/test 0.12"]},
+                              "label_consistency": {"summary": {"issues": 327, "oof_accuracy": 0.96,
+                                                                "mean_label_quality": 0.87}},
+                              "dedup": {"exact_duplicates_removed": 252, "near_duplicates_removed": 252,
+                                        "leaked_groups": 0}},
+        "data_scaling.json": {"runs": [{"rows": 27000, "total_seconds": 118.6, "peak_rss_mb": 1041,
+                                        "rows_kept": 25503}],
+                              "targets": [{"name": "27,000 rows pipeline", "goal": "<= 120 s", "measured": 118.6,
+                                           "met": True},
+                                          {"name": "270,000 rows vs 27,000 time ratio", "goal": "<= 12x",
+                                           "measured": 14.2, "met": False}]},
+        "train.json": {"base_val_loss": 2.1, "best_val_loss": 1.4, "best_step": 60, "tokens_per_s": 2100.0,
+                       "baseline_tokens_per_s": 1200.0, "speedup_vs_baseline": 1.75, "peak_mem_mb": 3100,
+                       "mlflow_run_id": "abc123", "device": "cpu", "method": "lora", "precision": "fp32",
+                       "val_curve": [{"step": 20, "val_loss": 1.6}, {"step": 40, "val_loss": 1.45},
+                                     {"step": 60, "val_loss": 1.4}],
+                       "params_hash": "bbb222", "base_model": "bundled:smollm2-135m-instruct"},
+        "eval.json": {"base": {"perplexity": 9.0, "bleu": 4.0, "rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
+                      "finetuned": {"perplexity": 5.5, "bleu": 12.0, "rouge1": 0.35, "rouge2": 0.12,
+                                    "rougeL": 0.28},
+                      "delta": {"perplexity": -3.5, "bleu": 8.0, "rouge1": 0.15, "rouge2": 0.07, "rougeL": 0.13},
+                      "sample": {"rows": 96, "intents": 27, "max_new_tokens": 128}},
+        "quantization.json": {"variants": [
+            {"name": "f16", "format": "gguf-f16", "size_bytes": 270_000_000, "reduction_vs_f16": 0.0,
+             "perplexity": 5.5, "bleu": 12.0, "rougeL": 0.28, "tokens_per_s": 40.0},
+            {"name": "q4_k_m", "format": "gguf-q4_k_m", "size_bytes": 105_000_000, "reduction_vs_f16": 0.61,
+             "perplexity": 5.9, "bleu": 11.0, "rougeL": 0.25, "tokens_per_s": 60.0}],
+            "skipped": [{"name": "gptq", "reason": "needs CUDA"}],
+            "targets": [{"name": "q4_k_m size reduction vs f16", "goal": ">= 50%", "measured": 0.61, "met": True},
+                        {"name": "q4_k_m ROUGE-L drop vs f16 (points)", "goal": "<= 2", "measured": 3.0,
+                         "met": False}]},
+        "bench.json": {"primary": "q4_k_m", "model_source": "quantize stage",
+                       "hardware": {"cores": 2, "cpu": "AMD EPYC", "gpu": None, "llama_threads": 1,
+                                    "llama_parallel": 8},
+                       "runs": [{"target": "gateway", "model": "q4_k_m", "concurrency": 1, "rps": 0.5,
+                                 "tokens_per_s": 45.0, "p50_ms": 2000.0, "p95_ms": 2400.0, "p99_ms": 2500.0,
+                                 "ttft_ms": 300.0, "ms_per_100_tokens": 2100.0, "error_rate": 0.0}],
+                       "targets": [{"name": "latency per 100 generated tokens", "goal": "< 500 ms",
+                                    "measured": 2100.0, "met": False, "display": "2,100 ms"},
+                                   {"name": "gateway overhead", "goal": "<= 5%", "measured": 0.02, "met": True,
+                                    "display": "+2.0%"}],
+                       "params_hash": "ccc333", "base_model": "bundled:smollm2-135m-instruct"},
+        "human_eval_sheet.csv": "item,a,b,choice\n1,x,y,\n",
+        "data_quality.md": "# Data quality\n",
+        "data_quality.html": "<!doctype html><title>dq</title><p>dq</p>",
+        "eval.md": "# Eval\n",
+        "quantization.md": "# Quantization\n",
+        "bench.md": "# Bench\n",
+    }  # fmt: skip
+    for name, data in files.items():
+        if name not in skip:
+            _w(rep / name, data)
+    for stage in ("quality", "train", "eval", "quantize", "bench"):
+        if not any(s.startswith(stage) or (stage == "quality" and s == "data_quality.json") for s in skip):
+            (rep / "plots" / stage).mkdir(parents=True, exist_ok=True)
+            (rep / "plots" / stage / f"{stage}_plot.png").write_bytes(tiny_png())
+    _w(root / "params.yaml", "profile: cpu\nsplit:\n  seed: 42\n")
+    _w(root / "dvc.lock", "schema: '2.0'\nstages:\n  ingest:\n    outs:\n    - path: data/raw\n"
+                          "      md5: 434231ff36f00429add2ad96bc52ab57.dir\n    - path: reports/ingest.json\n"
+                          "      md5: 72ac1d3abb5ce84c65d2c88862cf232d\n")  # fmt: skip
+    return rep
+
+
+def render(root: Path, **kw: object) -> dict:
+    return run_report(ReportParams(**kw), SimpleNamespace(reports=root / "reports", root=root))
+
+
+SECTIONS = ("Targets", "Data quality", "Training", "Hyperparameter sweep", "Evaluation", "Human evaluation",
+            "Quantization", "Serving benchmark", "Lineage")  # fmt: skip
+
+
+def _section(md: str, title: str) -> str:
+    return md.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_section_is_rendered(tmp_path: Path) -> None:
+    make_reports(tmp_path)
+    out = render(tmp_path)
+    md = (tmp_path / "reports/index.md").read_text()
+    page = (tmp_path / "reports/index.html").read_text()
+    for title in SECTIONS:
+        assert f"## {title}\n" in md
+        assert f"<h2>{title}</h2>" in page
+    # sweep.json is the one missing file
+    assert out["sections"] == {"targets": "ok", "data": "ok", "train": "ok", "sweep": "not run yet", "eval": "ok",
+                               "human": "ok", "quant": "ok", "bench": "ok", "lineage": "ok"}  # fmt: skip
+    assert "Not run yet" in _section(md, "Hyperparameter sweep")
+    # numbers are copied, not recomputed
+    assert "| best step | 60 |" in md and "| speedup vs baseline | 1.75x |" in md
+    assert "| rougeL | 0.15 | 0.28 | +0.13 |" in md
+    assert "| q4_k_m | gguf-q4_k_m | 105.0 | 61.0% |" in md
+    assert "[bench.md](bench.md)" in md and "[human_eval_sheet.csv](human_eval_sheet.csv)" in md
+    assert "![bench plot](plots/bench/bench_plot.png)" in md
+    # lineage: dvc.lock data hash, per-report params hash, params.yaml
+    lineage = _section(md, "Lineage")
+    assert "434231ff36f00429add2ad96bc52ab57.dir" in lineage and "reports/ingest.json" not in lineage
+    assert "`bbb222`" in lineage and "split:" in lineage
+
+
+def test_missing_json_sections_say_not_run_yet(tmp_path: Path) -> None:
+    (tmp_path / "reports").mkdir()
+    out = render(tmp_path)
+    md = (tmp_path / "reports/index.md").read_text()
+    assert all(v == "not run yet" for k, v in out["sections"].items() if k != "lineage")
+    for title in SECTIONS[1:-1]:
+        assert "Not run yet" in _section(md, title), title
+    assert "No stage has written targets yet." in md
+    assert out["targets_total"] == 0
+
+
+def test_partial_pipeline(tmp_path: Path) -> None:
+    make_reports(tmp_path, skip=("train.json", "eval.json", "bench.json", "human_eval_sheet.csv"))
+    out = render(tmp_path)
+    assert out["sections"]["train"] == out["sections"]["eval"] == out["sections"]["bench"] == "not run yet"
+    assert out["sections"]["human"] == "not run yet" and out["sections"]["quant"] == "ok"
+    assert {t["stage"] for t in out["targets"]} == {"data", "data scaling", "quantize"}
+
+
+def test_targets_table_met_and_missed(tmp_path: Path) -> None:
+    rep = make_reports(tmp_path)
+    targets = collect_targets(rep)
+    got = {(t["stage"], t["name"]): t["met"] for t in targets}
+    assert got == {
+        ("data", "duplicate groups leaking across splits"): True,
+        ("data scaling", "27,000 rows pipeline"): True,
+        ("data scaling", "270,000 rows vs 27,000 time ratio"): False,
+        ("train", "training tokens/s vs naive padded batching"): True,  # 1.75 >= 1.5
+        ("evaluate", "fine-tuned ROUGE-L above base"): True,
+        ("evaluate", "fine-tuned perplexity below base"): True,
+        ("quantize", "q4_k_m size reduction vs f16"): True,
+        ("quantize", "q4_k_m ROUGE-L drop vs f16 (points)"): False,
+        ("bench", "latency per 100 generated tokens"): False,
+        ("bench", "gateway overhead"): True,
+    }
+    md = render(tmp_path) and (rep / "index.md").read_text()
+    table = _section(md, "Targets")
+    assert "7 of 10 targets met" in table
+    assert "| quantize | q4_k_m size reduction vs f16 | >= 50% | 61.0% | met |" in table
+    assert "| bench | latency per 100 generated tokens | < 500 ms | 2,100 ms | **missed** | [bench.md](bench.md) |" \
+        in table
+    assert "| train | training tokens/s vs naive padded batching | >= 1.5x | 1.75x | met |" in table
+    page = (rep / "index.html").read_text()
+    assert page.count('<tr class="missed">') == 3 and page.count('<tr class="met">') == 7
+
+
+@pytest.mark.parametrize(
+    ("train", "met"),
+    [({"speedup_vs_baseline": 1.2}, False), ({"speedup_vs_baseline": None}, None),
+     ({"targets": [{"name": "own", "goal": "x", "measured": 1, "met": True}]}, True)],
+)  # fmt: skip
+def test_train_target_variants(tmp_path: Path, train: dict, met: bool | None) -> None:
+    rep = tmp_path / "reports"
+    _w(rep / "train.json", train)
+    (t,) = collect_targets(rep)
+    assert t["met"] is met
+    md = render(tmp_path) and (rep / "index.md").read_text()
+    assert ("not measured" in _section(md, "Targets")) is (met is None)
+
+
+def test_html_is_self_contained(tmp_path: Path) -> None:
+    rep = make_reports(tmp_path)
+    render(tmp_path)
+    page = (rep / "index.html").read_text()
+    assert "<style>" in page and "<link" not in page and "<script" not in page
+    assert not re.search(r"""(src|href)=["']https?://""", page)
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    for href in re.findall(r'<a href="([^"#][^"]*)"', page):
+        assert (rep / href).is_file(), href
+
+
+def test_html_relative_images_when_not_embedded(tmp_path: Path) -> None:
+    rep = make_reports(tmp_path)
+    render(tmp_path, embed_images=False)
+    srcs = re.findall(r'<img src="([^"]+)"', (rep / "index.html").read_text())
+    assert srcs and all((rep / s).is_file() for s in srcs)
+
+
+def test_unreadable_json_does_not_break_the_report(tmp_path: Path) -> None:
+    rep = make_reports(tmp_path)
+    (rep / "eval.json").write_text("{not json")
+    (rep / "bench.json").write_text(json.dumps({"runs": "oops", "targets": []}))
+    out = render(tmp_path)
+    md = (rep / "index.md").read_text()
+    assert out["sections"]["quant"] == "ok" and "## Evaluation" in md and "## Serving benchmark" in md
+    assert "eval.json is not valid JSON" in _section(md, "Evaluation")
+    assert "Could not render this section" in _section(md, "Serving benchmark")
