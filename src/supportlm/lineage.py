@@ -39,6 +39,18 @@ def dvc_hashes(stages: list[str], root: Path = Path(".")) -> dict[str, str]:
     return hashes
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: dotted keys as params.yaml, DVC and MLflow spell them."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten(v, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
 def file_md5(path: Path) -> str:
     h = hashlib.md5()
     with Path(path).open("rb") as fh:

@@ -33,17 +33,6 @@ def _yaml() -> YAML:
     return y
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= flatten(v, key + ".")
-        else:
-            out[key] = v
-    return out
-
-
 def _same_shape_list_of_maps(old: Any, new: Any) -> bool:
     return (
         isinstance(old, list)

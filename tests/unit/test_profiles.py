@@ -8,7 +8,8 @@ import yaml
 
 from supportlm.config import load_params
 from supportlm.errors import ConfigError
-from supportlm.profiles import apply_profile, flatten
+from supportlm.lineage import flatten
+from supportlm.profiles import apply_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supportlm.config import Params
-from supportlm.lineage import dvc_hashes, git_sha, params_hash, write_json
+from supportlm.lineage import dvc_hashes, flatten, git_sha, params_hash, write_json
 from supportlm.paths import Paths
-from supportlm.train.tracking import flatten, make_tracker, system_info
+from supportlm.train.tracking import make_tracker, system_info
 
 if TYPE_CHECKING:  # torch is imported only when the stage runs, so `supportlm --help` stays fast
     from supportlm.train.trainer import LoRAFinetuneRecipe, TrainResult

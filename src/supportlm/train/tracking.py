@@ -42,17 +42,6 @@ class Tracker(Protocol):
     def end(self, status: str = "FINISHED") -> None: ...
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= flatten(v, key + ".")
-        else:
-            out[key] = v
-    return out
-
-
 def system_info() -> dict[str, Any]:
     import peft
     import torch
