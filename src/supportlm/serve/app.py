@@ -57,7 +57,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from supportlm.errors import SupportLMError
-from supportlm.serve.engines import Engine, EngineMonitor, UpstreamStream
+from supportlm.serve.engines import Engine, EngineMonitor, UpstreamStream, engine_from_settings
 from supportlm.serve.errors import (
     HTTP_STATUS_SPECS,
     INTERNAL,
@@ -631,15 +631,7 @@ def build_app(
     s = settings or load_settings()
     owns_engine = engine is None
     if engine is None:
-        engine = Engine(
-            s.engine_base_url,
-            kind=s.engine_kind,
-            model=s.engine_model or (s.model_served_name if s.engine_kind == "llamacpp" else None),
-            api_key=s.engine_api_key.get_secret_value() if s.engine_api_key else None,
-            timeout_s=s.engine_timeout_s,
-            connect_timeout_s=s.engine_connect_timeout_s,
-            max_connections=s.limits_max_concurrency + 8,
-        )
+        engine = engine_from_settings(s)
     gw = Gateway(s, engine, clock=clock, registry=registry, model_info=model_info)
     ChatRequest, GenerateRequest = request_models(s)
 

@@ -348,3 +348,16 @@ class EngineMonitor:
             except asyncio.CancelledError:
                 pass
             self._task = None
+
+
+def engine_from_settings(s: Any) -> Engine:
+    """The upstream client as ServeSettings describe it (gateway factory and `serve()` share it)."""
+    return Engine(
+        s.engine_base_url,
+        kind=s.engine_kind,
+        model=s.engine_model or (s.model_served_name if s.engine_kind == "llamacpp" else None),
+        api_key=s.engine_api_key.get_secret_value() if s.engine_api_key else None,
+        timeout_s=s.engine_timeout_s,
+        connect_timeout_s=s.engine_connect_timeout_s,
+        max_connections=s.limits_max_concurrency + 8,
+    )

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.errors import ConfigError, MissingDependencyError, SupportLMError
-from supportlm.serve.engines import Engine
+from supportlm.serve.engines import Engine, engine_from_settings
 from supportlm.serve.logging import JsonFormatter
 from supportlm.serve.settings import ServeSettings, default_threads, load_settings, resolve_model
 
@@ -347,15 +347,7 @@ async def serve_async(s: ServeSettings) -> None:
             "no API keys configured: set SUPPORTLM_API_KEYS=id:key[,id:key] or SUPPORTLM_API_KEYS_FILE, "
             "or SUPPORTLM_ALLOW_ANONYMOUS=true for a local, open gateway"
         )
-    engine = Engine(
-        s.engine_base_url,
-        kind=s.engine_kind,
-        model=s.engine_model or (s.model_served_name if s.engine_kind == "llamacpp" else None),
-        api_key=s.engine_api_key.get_secret_value() if s.engine_api_key else None,
-        timeout_s=s.engine_timeout_s,
-        connect_timeout_s=s.engine_connect_timeout_s,
-        max_connections=s.limits_max_concurrency + 8,
-    )
+    engine = engine_from_settings(s)
     proc: EngineProcess | None = None
     supervisor: asyncio.Task[None] | None = None
     model_info: dict[str, Any] = {"model_source": "external"}
