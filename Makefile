@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 ifeq ($(PROFILE),gpu)
 all: setup gpu-run  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu; gpu runs each stage in docker, DRY_RUN=1 prints)
 else
-all: setup profile repro  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu; gpu runs each stage in docker, DRY_RUN=1 prints)
+all: setup llama-tools profile repro  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu; gpu runs each stage in docker, DRY_RUN=1 prints)
 endif
 
 gpu-run: setup  ## every stage inside docker/Dockerfile.train (DRY_RUN=1 prints the exact docker commands)
@@ -66,21 +66,28 @@ pull: setup  ## pull data and models from the default DVC remote
 
 data-bench: setup  ## time ingest+clean+split+quality at 27K and 270K rows -> reports/data_scaling.json
 	$(BIN)/supportlm data-bench --rows 27000 --rows 270000
+	$(BIN)/dvc repro --force --single-item report
 
 llama-tools: setup  ## build llama-server/quantize/bench from the llama-cpp-python sdist (cached in ~/.cache/supportlm)
 	$(BIN)/python -m supportlm.llamacpp
 
+sweep: setup  ## hyperparameter sweep of the train stage (params.yaml `sweep:`) -> reports/sweep.{json,md} (~20 min)
+	$(BIN)/supportlm params check > /dev/null
+	$(BIN)/supportlm sweep
+	$(BIN)/dvc repro --force --single-item report
+
 mlflow-ui: setup  ## browse training runs (sqlite store in mlflow.db)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-bench: setup  ## Locust against gateway + engine at 1/4/8/16 users -> reports/bench.{json,md} + plots (~7 min)
-	$(BIN)/supportlm bench
+bench: setup llama-tools  ## rerun the bench stage (Locust vs gateway + engine at 1/4/8/16 users, ~5 min) and the report
+	$(BIN)/dvc repro --force --single-item bench
+	$(BIN)/dvc repro report
 
-report: setup  ## reports/index.{md,html} from every stage's JSON
-	$(BIN)/supportlm report
+report: setup  ## reports/index.{md,html} from every stage's JSON (forced: sweep/human-eval/data-bench files are not deps)
+	$(BIN)/dvc repro --force --single-item report
 
 # Serving -------------------------------------------------------------------------------
-.PHONY: serve llama-tools mlflow-ui bench report
+.PHONY: serve llama-tools mlflow-ui sweep bench report
 serve: setup  ## gateway + llama-server on the fine-tuned q4_k_m (needs SUPPORTLM_API_KEYS=id:key)
 	$(BIN)/supportlm serve
 

@@ -135,19 +135,49 @@ def apply_profile(
     out.print(f"profile [bold]{name}[/]: {len(changed)} value(s) set" + "".join(f"\n  {k}" for k in changed))
 
 
+@app.command("sweep")
+def sweep(
+    params: ParamsOpt = Path("params.yaml"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the dvc exp commands, queue nothing")] = False,
+) -> None:
+    """Hyperparameter sweep of the train stage (params.yaml `sweep:`) via `dvc exp run --queue` + `--run-all`."""
+    import yaml
+
+    from supportlm.config import load_params
+    from supportlm.train.sweep import run_sweep
+
+    def go() -> dict[str, Any]:
+        parsed = load_params(params)
+        raw = yaml.safe_load(params.read_text(encoding="utf-8"))
+        return run_sweep(Path("."), parsed, raw, dry_run=dry_run)
+
+    result = guarded(go)
+    if not dry_run:
+        best = result["best"]
+        verdict = (
+            f"best {best['name']} val loss {best['best_val_loss']:.4f} ({result['apply_command']})"
+            if best
+            else "no trial finished (see `dvc queue logs`)"
+        )
+        out.print(
+            f"{result['n_ok']}/{result['n_trials']} trial(s) ok in {result['wall_seconds'] / 60:.1f} min; "
+            f"{verdict}; wrote reports/sweep.{{json,md}}",
+            highlight=False,
+        )
+
+
 @app.command("data-bench")
 def data_bench(
-    rows: Annotated[list[int], typer.Option("--rows", help="synthetic row counts to time (repeatable)")] = [
-        27_000,
-        270_000,
-    ],
+    rows: Annotated[
+        list[int] | None, typer.Option("--rows", help="synthetic row counts to time (repeatable; default 27000, 270000)")
+    ] = None,
     output: Annotated[Path, typer.Option(help="where the figures go")] = Path("reports/data_scaling.json"),
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Time ingest+clean+split+quality on N synthetic rows (each in a fresh process) and report scaling."""
     from supportlm.data.scaling import run_scaling
 
-    result = guarded(lambda: run_scaling(rows, params, output))
+    result = guarded(lambda: run_scaling(rows or [27_000, 270_000], params, output))
     out.print_json(json.dumps(result))
 
 

@@ -425,6 +425,46 @@ class ReportParams(Strict):
     max_rows: Annotated[int, Field(ge=1)] = 20  # longest table (sweep trials, bench runs) before truncating
 
 
+SweepValue = bool | int | float | str | None
+
+
+class SweepParams(Strict):
+    """`make sweep`: one `dvc exp run --queue -S ...` per trial over train/lora keys, then `--run-all`.
+
+    Every trial key must be a `train.*` or `lora.*` key; each trial's values are validated against the
+    train/lora models before anything is queued (a typo fails the sweep, not trial 5).
+    """
+
+    method: Literal["grid", "random"] = "random"  # grid = every combination; random = `trials` seeded draws
+    trials: Annotated[int, Field(ge=1, le=200)] = 6  # random only (grid runs the whole product)
+    seed: int = 42
+    jobs: Annotated[int, Field(ge=1, le=32)] = 1  # queue workers; 1 on a 2-core box (trials share the cores)
+    timeout_s: Annotated[float, Field(gt=0)] = 3600.0  # the whole `--run-all`; the rest is marked timed out
+    space: Annotated[dict[str, Annotated[list[SweepValue], Field(min_length=1)]], Field(min_length=1)] = {
+        "train.learning_rate": [0.0002, 0.0005, 0.001],
+        "train.lr_scheduler": ["cosine", "linear", "constant_with_warmup"],
+        "train.batch_size": [2, 4],
+        "lora.r": [8, 16, 32],
+        "lora.alpha": [16, 32, 64],
+        "train.epochs": [1.0, 2.0],
+    }
+    fixed: dict[str, SweepValue] = {}  # applied to every trial (a shorter run so the sweep fits its budget)
+
+    @model_validator(mode="after")
+    def _keys(self) -> SweepParams:
+        for where, keys in (("space", self.space), ("fixed", self.fixed)):
+            for key in keys:
+                block, _, rest = key.partition(".")
+                if block not in ("train", "lora") or not rest:
+                    raise ValueError(
+                        f"sweep.{where}: `{key}` is not a train.* or lora.* key (only the train stage is swept)"
+                    )
+        overlap = sorted(set(self.space) & set(self.fixed))
+        if overlap:
+            raise ValueError(f"sweep: {overlap} both searched (space) and fixed; keep each key in one place")
+        return self
+
+
 class Params(Strict):
     profile: str = "cpu"
     ingest: IngestParams
@@ -441,6 +481,7 @@ class Params(Strict):
     quantize: QuantizeParams = QuantizeParams()
     bench: BenchParams = BenchParams()
     report: ReportParams = ReportParams()
+    sweep: SweepParams = SweepParams()
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

@@ -51,3 +51,33 @@ def test_bad_params_fail_before_any_work(project, tmp_path):
         assert "Traceback" not in res.stderr
     finally:
         (project / "params.yaml").write_text(params)
+
+
+def test_sweep_queues_dvc_experiments_and_reports_the_best(project):
+    """`supportlm sweep`: two grid trials of the smoke train stage through DVC's queue, read back from exp show."""
+    import yaml
+
+    run([DVC, "repro", "train"], project)  # no-op after the pipeline test; makes this test stand alone
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["sweep"] = {"method": "grid", "space": {"lora.r": [4, 8]},
+                       "fixed": {"train.max_steps": 1, "train.warmup_ratio": 0.0, "train.eval_steps": 1}}  # fmt: skip
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny sweep"], project)
+    head_lock = (project / "dvc.lock").read_text()
+
+    run([str(BIN / "supportlm"), "sweep"], project, timeout=1200)
+
+    result = json.loads((project / "reports/sweep.json").read_text())
+    assert result["n_trials"] == 2 and result["n_ok"] == 2, result
+    assert [t["applied"] for t in result["trials"]] == [{"lora.r": 4}, {"lora.r": 8}]  # the -S values DVC ran
+    for t in result["trials"]:
+        assert t["steps"] == 1 and t["best_val_loss"] < t["base_val_loss"]  # one real update at full lr
+        assert t["val_curve"] == [{"step": 1, "val_loss": t["best_val_loss"]}]  # read from the trial's commit
+    best = min(result["trials"], key=lambda t: t["best_val_loss"])
+    assert result["best"]["name"] == best["name"]
+    assert (project / "reports/plots/sweep/val_loss.png").stat().st_size > 10_000
+    # trials ran in temp workspaces: the main workspace's lock and params are untouched
+    assert (project / "dvc.lock").read_text() == head_lock
+    names = run([DVC, "exp", "ls", "--name-only"], project).stdout.split()
+    assert all(t["name"] in names for t in result["trials"])

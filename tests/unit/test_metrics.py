@@ -9,6 +9,7 @@ Perplexity of a uniform distribution over V tokens is V.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -385,8 +386,27 @@ def test_evaluate_stage_writes_the_contract(tmp_path):
 def test_resolve_threads(monkeypatch, requested, cores, load, expected):
     import os
 
-    from supportlm.evaluate.run import resolve_threads
+    from supportlm.evaluate import run
 
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(run, "busy_cores", lambda: load)  # busy cores right now (/proc/stat)
+    assert run.resolve_threads(requested) == expected
+    monkeypatch.setattr(run, "busy_cores", lambda: None)  # no /proc: the load average decides
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    assert resolve_threads(requested) == expected
+    assert run.resolve_threads(requested) == expected
+
+
+def test_busy_cores_sees_a_spinning_thread():
+    import threading
+    import time
+
+    from supportlm.evaluate.run import busy_cores
+
+    idle = busy_cores(0.3)
+    assert idle is not None and 0 <= idle <= (os.cpu_count() or 1)
+    stop = time.monotonic() + 1.0
+    spinner = threading.Thread(target=lambda: [None for _ in iter(lambda: time.monotonic() > stop, True)])
+    spinner.start()
+    busy = busy_cores(0.5)
+    spinner.join()
+    assert busy >= 0.6  # one core pegged by the spinner (other load on the box only adds)

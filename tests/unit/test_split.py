@@ -54,5 +54,5 @@ def test_seed_changes_assignment_but_is_deterministic():
     a, _ = split(corpus(), SplitParams(seed=1), CleanParams())
     b, _ = split(corpus(), SplitParams(seed=1), CleanParams())
     c, _ = split(corpus(), SplitParams(seed=7), CleanParams())
-    ids = lambda o: [r.id for r in o["test"]]  # noqa: E731
+    ids = lambda o: [r.id for r in o["test"]]
     assert ids(a) == ids(b) and ids(a) != ids(c)

@@ -35,7 +35,7 @@ def run_ingest(params: Params, paths: Paths, base_dir: Path | None = None) -> di
     return report
 
 
-def token_counter(paths: Paths, use_tokenizer: bool = True):  # noqa: ANN201
+def token_counter(paths: Paths, use_tokenizer: bool = True):
     from supportlm.data.clean import hf_token_counter, whitespace_token_counter
 
     if not use_tokenizer:

@@ -55,6 +55,28 @@ def ensure_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
+def busy_cores(window_s: float = 0.5) -> float | None:
+    """Cores other processes keep busy right now: /proc/stat sampled over `window_s` (we sleep meanwhile).
+
+    Not the load average: its 1-minute decay still reports ~2 busy cores a minute after the previous
+    DVC stage (train) exited, which made the next stage pick 1 thread on an idle machine (237 s vs 176 s).
+    """
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        t0, i0 = sample()
+        time.sleep(window_s)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):  # not Linux
+        return None
+    total = t1 - t0
+    return (1 - (i1 - i0) / total) * (os.cpu_count() or 1) if total > 0 else None
+
+
 def resolve_threads(requested: int | None) -> int:
     """CPU threads for torch / llama.cpp: `requested`, or auto = the cores other processes leave idle.
 
@@ -66,10 +88,12 @@ def resolve_threads(requested: int | None) -> int:
     if requested:
         return requested
     cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]  # runnable processes, 1-minute average (before we start)
-    except OSError:  # pragma: no cover - not on Linux/macOS
-        return cores
+    busy = busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]  # runnable processes, 1-minute average
+        except OSError:  # pragma: no cover - neither /proc nor getloadavg
+            return cores
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 
@@ -239,13 +263,8 @@ def evaluate(
     torch.manual_seed(p.seed)
     threads = resolve_threads(p.threads)
     torch.set_num_threads(threads)
-    log.info(
-        "torch threads: %d (%s; load average %.1f on %d cores)",
-        threads,
-        "evaluate.threads" if p.threads else "auto",
-        os.getloadavg()[0],
-        os.cpu_count() or 1,
-    )
+    log.info("torch threads: %d (%s; %d cores)", threads, "evaluate.threads" if p.threads else "auto: idle cores",
+             os.cpu_count() or 1)  # fmt: skip
     reports.mkdir(parents=True, exist_ok=True)
     sample = stratified_sample(read_jsonl(test_path), p.sample_rows, p.seed)
     examples = [m.to_example(r) for r in sample]
@@ -342,9 +361,9 @@ def evaluate(
             reports / "human_eval_sheet.html",
             seed=p.seed,
         )
-    human_json = reports / "human_eval.json"
-    if human_json.is_file():
-        result["human_eval"] = json.loads(human_json.read_text())
+    # a scored sheet (reports/human_eval.json, from `supportlm human-eval score`) is not read here:
+    # it is not a stage dep, so folding it in would make this stage's output depend on an undeclared file.
+    # The report stage shows it.
 
     plots = plot_eval(result, rows_scores, reports / "plots" / "eval")
     result["plots"] = [str(x) for x in plots]
@@ -489,20 +508,7 @@ def render_markdown(
             f"| {k} | {fi['num_samples']} | {_fmt(bi['rougeL'])} | {_fmt(fi['rougeL'])} | "
             f"{_fmt(bi.get('intent_accuracy'), 2)} | {_fmt(fi.get('intent_accuracy'), 2)} |"
         )
-    if "human_eval" in result:
-        h = result["human_eval"]
-        ci = h.get("win_rate_ci95") or [None, None]
-        lines += [
-            "",
-            "## Human evaluation (blind A/B)",
-            "",
-            (
-                f"Fine-tuned win rate {_fmt(h.get('win_rate'))} (95% Wilson CI {_fmt(ci[0])}–{_fmt(ci[1])}), "
-                f"{h.get('wins')} wins / {h.get('losses')} losses / {h.get('ties')} ties from {h.get('raters')} "
-                "rater(s); ties excluded from the rate."
-            ),
-        ]
-    elif "human_eval_sheet" in result:
+    if "human_eval_sheet" in result:
         s = result["human_eval_sheet"]
         lines += [
             "",
@@ -510,7 +516,8 @@ def render_markdown(
             "",
             (
                 f"Blind A/B sheet with {s['items']} rows: `{s['sheet']}` (spreadsheet) or `{s['html']}` "
-                f"(open in a browser). Score filled sheets with `supportlm human-eval score FILES --key {s['key']}`."
+                f"(open in a browser). Score filled sheets with `supportlm human-eval score FILES --key {s['key']}` "
+                "(writes reports/human_eval.json; `make report` shows the win rate)."
             ),
         ]
     lines += ["", "## Plots", ""] + [

@@ -93,7 +93,10 @@ class MLflowTracker:
             logging.getLogger(name).setLevel(logging.WARNING)
 
         root = Path(root).resolve()
-        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        # MLFLOW_TRACKING_URI wins: `make sweep` points trials (run in DVC's temp workspaces) at this project's db
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+        if self.uri.startswith("sqlite:///"):
+            root = Path(self.uri.removeprefix("sqlite:///")).parent  # artifacts next to the db they belong to
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
@@ -101,7 +104,11 @@ class MLflowTracker:
         exp_id = (
             exp.experiment_id
             if exp
-            else self.client.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").as_uri())
+            else self.client.create_experiment(
+                EXPERIMENT,
+                # a local store keeps artifacts beside it; a tracking server decides for itself
+                artifact_location=(root / "mlruns").as_uri() if self.uri.startswith("sqlite:///") else None,
+            )
         )
         run = None
         if resume_run_id:
