@@ -79,9 +79,13 @@ sweep: setup  ## hyperparameter sweep of the train stage (params.yaml `sweep:`) 
 mlflow-ui: setup  ## browse training runs (sqlite store in mlflow.db)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-bench: setup llama-tools  ## rerun the bench stage (Locust vs gateway + engine at 1/4/8/16 users, ~5 min) and the report
+ifeq ($(PROFILE),gpu)
+bench: setup profile  ## rerun the bench stage (Locust vs gateway + engine at 1/4/8/16 users, ~5 min) and the report; PROFILE=gpu: against TGI
+else
+bench: setup llama-tools profile
+endif
 	$(BIN)/dvc repro --force --single-item bench
-	$(BIN)/dvc repro report
+	$(BIN)/dvc repro --force --single-item report
 
 report: setup  ## reports/index.{md,html} from every stage's JSON (forced: sweep/human-eval/data-bench files are not deps)
 	$(BIN)/dvc repro --force --single-item report

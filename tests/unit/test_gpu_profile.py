@@ -28,9 +28,16 @@ def test_dry_run_plan_is_complete_and_keeps_secrets_out(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
     cmds = plan("gpu", ROOT)
     assert cmds[0] == ["supportlm", "params", "apply-profile", "gpu"]
-    stages = [c[-1] for c in cmds[1:]]
-    assert stages == stage_order(ROOT / "dvc.yaml")
-    for c in cmds[1:]:
+    runs = [c for c in cmds[1:] if c[:2] == ["docker", "run"]]
+    assert [c[-1] for c in runs] == stage_order(ROOT / "dvc.yaml")
+    # TGI serves models/merged for the bench stage: started after merge, stopped right after the bench
+    lines = [" ".join(c) for c in cmds]
+    bench = next(i for i, c in enumerate(cmds) if c[-1] == "bench")
+    assert lines[bench - 1] == "docker compose -f docker/compose.yaml --profile gpu up --detach --wait tgi"
+    assert lines[bench + 1] == "docker compose -f docker/compose.yaml --profile gpu stop tgi"
+    assert "--network host" in lines[bench] and bench - 1 > next(i for i, c in enumerate(cmds) if c[-1] == "merge")
+    assert len(cmds) == 1 + len(runs) + 2
+    for c in runs:
         line = " ".join(c)
         assert "--gpus all" in line and f"--user {os.getuid()}:{os.getgid()}" in line
         assert f"-v {ROOT.resolve()}:/workspace" in line and ":/cache/huggingface" in line
@@ -44,7 +51,7 @@ def test_cli_dry_run_prints_the_plan():
     out = subprocess.run([str(BIN / "supportlm"), "docker-run", "--dry-run"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == "supportlm params apply-profile gpu"
-    assert len(out) == 1 + len(stage_order(ROOT / "dvc.yaml"))
+    assert len(out) == 1 + len(stage_order(ROOT / "dvc.yaml")) + 2  # + TGI up/stop around the bench
 
 
 def test_train_dockerfile_is_pinned_and_hadolint_clean():

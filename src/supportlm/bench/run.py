@@ -311,24 +311,26 @@ class Stack:
     settings: dict[str, Any]
 
 
-def bench_settings(serve_params: Any, model: Path, *, threads: int | None, slot_dir: Path, max_level: int) -> Any:
+def bench_settings(serve_params: Any, model: Path | None, *, threads: int | None, slot_dir: Path | None,
+                   max_level: int) -> Any:  # fmt: skip
     """ServeSettings for the bench: params.serve as `supportlm serve` reads it, plus what a load test needs
-    (fresh ports, this model, a generated key, no rate limit, slot erase + no RAM prompt cache)."""
+    (fresh gateway port, a generated key, no rate limit). Embedded llama.cpp: this model on a fresh port
+    with slot erase and no RAM prompt cache. `model=None`: the external engine at serve.engine.url
+    (TGI / vLLM / any OpenAI-compatible server) exactly as configured."""
     from supportlm.bench.engine_tuning import free_port
     from supportlm.serve.settings import ServeSettings, flatten_params, load_settings
 
     base = flatten_params(serve_params) if serve_params is not None else {}
     extra = list(base.get("llama_extra_args") or [])
-    extra += ["--slot-save-path", str(slot_dir), "--cache-ram", "0"]
+    engine: dict[str, Any] = {}
+    if model is not None:
+        extra += ["--slot-save-path", str(slot_dir), "--cache-ram", "0"]
+        engine = {"engine_kind": "llamacpp", "engine_url": None, "engine_cmd": None, "engine_host": "127.0.0.1",
+                  "engine_port": free_port(), "model_path": model, "llama_extra_args": extra}  # fmt: skip
     overrides = {
         "host": "127.0.0.1",
         "port": free_port(),
-        "engine_kind": "llamacpp",
-        "engine_url": None,
-        "engine_cmd": None,
-        "engine_host": "127.0.0.1",
-        "engine_port": free_port(),
-        "model_path": model,
+        **engine,
         "model_fallback_bundled": False,
         "api_keys": f"bench:sk-bench-{secrets.token_urlsafe(18)}",
         "api_keys_file": None,
@@ -337,7 +339,6 @@ def bench_settings(serve_params: Any, model: Path, *, threads: int | None, slot_
         "limits_max_queue": max(int(base.get("limits_max_queue") or 0), max_level),
         "log_stdout": False,
         "log_file": None,
-        "llama_extra_args": extra,
     }
     if threads is not None:
         overrides["llama_threads"] = threads
@@ -363,7 +364,9 @@ def serving_stack(settings: Any, work: Path, start_timeout_s: float = 240.0) -> 
     proc = subprocess.Popen([sys.executable, "-m", "supportlm.bench.run", "--serve-child", str(cfg)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf, env=env)  # fmt: skip
     gw = f"http://127.0.0.1:{settings.port}"
-    stack = Stack(gw, f"http://127.0.0.1:{settings.engine_port}", key, settings.llama_parallel, data)
+    managed = settings.engine_kind == "llamacpp" and settings.manages_engine
+    # slots are llama-server's (erased between runs); an external engine gets parallel=0: nothing to erase
+    stack = Stack(gw, settings.engine_base_url, key, settings.llama_parallel if managed else 0, data)
     try:
         deadline = time.monotonic() + start_timeout_s
         while True:
@@ -387,6 +390,11 @@ def serving_stack(settings: Any, work: Path, start_timeout_s: float = 240.0) -> 
             proc.kill()
             proc.wait(10)
         logf.close()
+
+
+def engine_model(stack: Stack) -> str:
+    """The model name a request straight to the engine carries (vLLM checks it; llama-server and TGI do not)."""
+    return stack.settings.get("engine_model") or stack.settings["model_served_name"]
 
 
 def erase_slots(engine_url: str, parallel: int) -> None:
@@ -439,7 +447,8 @@ def paired_overhead(
         def call(target: str, messages: list[dict[str, str]], stream: bool) -> tuple[float, int] | None:
             """(latency ms, completion tokens) or None if the call failed."""
             url = (stack.gateway_url if target == "gateway" else stack.engine_url) + "/v1/chat/completions"
-            body = {"model": stack.settings["model_served_name"], "messages": messages, "max_tokens": max_tokens,
+            model = engine_model(stack) if target == "engine" else stack.settings["model_served_name"]
+            body = {"model": model, "messages": messages, "max_tokens": max_tokens,
                     "temperature": 0, "seed": 1, "stream": stream}  # fmt: skip
             headers = auth if target == "gateway" else plain
             erase_slots(stack.engine_url, stack.parallel)
@@ -501,7 +510,7 @@ def _fmt_ms(x: float | None) -> str:
 
 def build_targets(
     runs: list[dict[str, Any]], primary: str, goals: Any, *, size_reduction: dict[str, Any] | None,
-    bandwidth_rows: list[dict[str, Any]], overhead: dict[str, Any] | None = None,
+    bandwidth_rows: list[dict[str, Any]], overhead: dict[str, Any] | None = None, size_name: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The six targets, each {name, goal, measured, met, display, note}; unmeasurable = met false + why."""
     gw = {r["concurrency"]: r for r in runs if r["target"] == "gateway" and r["model"] == primary}
@@ -527,7 +536,7 @@ def build_targets(
         f"{best['rps']:.2f} req/s at {best['concurrency']} user{'s' if best['concurrency'] > 1 else ''}"
         if best else "n/a", SEED_NOTE)
     red = (size_reduction or {}).get("reduction")
-    add(f"model size reduction ({primary} vs f16)", f"> {goals.size_reduction:.0%}", red,
+    add(f"model size reduction ({size_name or primary} vs f16)", f"> {goals.size_reduction:.0%}", red,
         red is not None and red > goals.size_reduction, f"{red:.1%}" if red is not None else "n/a",
         f"{SEED_NOTE}; from {(size_reduction or {}).get('source', 'no f16 size available')}")
     e1 = en.get(1)
@@ -644,7 +653,15 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
     from supportlm.serve.settings import default_threads
 
     threads = p.threads or serve_p.llama.threads or default_threads()
-    variants, source = resolve_variants(p, gguf_dir)
+    # serve.engine.url set (TGI / vLLM / an OpenAI-compatible server, e.g. PROFILE=gpu): bench that engine
+    # behind the gateway; the GGUF-only parts (llama-bench decode, tuning, variants) do not apply
+    external = serve_p.engine.url is not None
+    if external:
+        variants, source = {}, f"external {serve_p.engine.kind} engine at {serve_p.engine.url}"
+        label = serve_p.engine.kind
+    else:
+        variants, source = resolve_variants(p, gguf_dir)
+        label = p.primary
     prompts = build_prompts(test_jsonl, p.prompts, p.seed)
     _say(f"{len(prompts)} prompts; variants: " + ", ".join(f"{v.name} {v.size_bytes / 1e6:,.1f} MB" for v in
                                                             variants.values()) + f" ({source}); threads {threads}")
@@ -664,7 +681,7 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
         work = Path(tmp)
         # 2. tuning matrix
         tuning = None
-        if p.tuning.enabled:
+        if p.tuning.enabled and not external:
             _say("engine tuning matrix")
             tuning = et.run_tuning(
                 {n: v.path for n, v in variants.items()}, p.primary, prompts, p.tuning, threads=threads,
@@ -688,7 +705,7 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
                 "SUPPORTLM_BENCH_API_KEY": stack.api_key if target == "gateway" else "",
                 "SUPPORTLM_BENCH_MAX_TOKENS": str(p.max_new_tokens),
                 "SUPPORTLM_BENCH_TEMPERATURE": str(p.temperature),
-                "SUPPORTLM_BENCH_MODEL": stack.settings["model_served_name"],
+                "SUPPORTLM_BENCH_MODEL": engine_model(stack) if target == "engine" else stack.settings["model_served_name"],
             }
             erase_slots(stack.engine_url, stack.parallel)
             entries, wall = run_locust(url, c, seconds, env=env, out_dir=work, label=f"{model}-{target}-c{c}",
@@ -701,7 +718,8 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
                  f"{_n(run['p95_ms'], '7.0f')} ms  ttft {_n(run['ttft_ms'], '6.0f')} ms  "
                  f"{_n(run['ms_per_100_tokens'], '6.0f')} ms/100tok  err {run['error_rate']:.1%}")
 
-        settings = bench_settings(serve_p, variants[p.primary].path, threads=threads, slot_dir=work / "slots",
+        settings = bench_settings(serve_p, None if external else variants[p.primary].path, threads=threads,
+                                  slot_dir=work / "slots",
                                   max_level=max_level)
         (work / "slots").mkdir()
         with serving_stack(settings, work) as stack:
@@ -714,7 +732,7 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
                 order = ("gateway", "engine") if i % 2 == 0 else ("engine", "gateway")  # no fixed first-mover edge
                 for target in order:
                     if c in (p.concurrency if target == "gateway" else p.engine_concurrency):
-                        measure(stack, p.primary, target, c, p.level_seconds)
+                        measure(stack, label, target, c, p.level_seconds)
             if p.overhead_pairs:
                 overhead = paired_overhead(stack, prompts, p.overhead_pairs, p.max_new_tokens)
                 _say(f"gateway overhead, {overhead['pairs']} interleaved pairs: "
@@ -722,7 +740,7 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
                      + f" (gateway {overhead['gateway_median_ms']} ms vs engine {overhead['engine_median_ms']} ms)")
 
         # 4. other variants through the gateway
-        for name in [v for v in p.variants if v != p.primary]:
+        for name in [] if external else [v for v in p.variants if v != p.primary]:
             if name not in variants:
                 _say(f"variant {name}: no GGUF; skipped")
                 continue
@@ -736,9 +754,10 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
                     measure(stack, name, "gateway", c, p.variant_seconds)
 
     size_red = size_reduction_info(reports, variants, p.primary)
-    targets = build_targets(runs, p.primary, p.targets, size_reduction=size_red, bandwidth_rows=bound_rows,
+    targets = build_targets(runs, label, p.targets, size_reduction=size_red, bandwidth_rows=bound_rows,
+                            size_name=p.primary,
                             overhead=overhead)
-    gw = {r["concurrency"]: r for r in runs if r["target"] == "gateway" and r["model"] == p.primary}
+    gw = {r["concurrency"]: r for r in runs if r["target"] == "gateway" and r["model"] == label}
     t_by = {t["name"]: t["measured"] for t in targets}
     result: dict[str, Any] = {
         "runs": runs,
@@ -752,7 +771,7 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
             "max_tokens_per_s": max((r["tokens_per_s"] for r in gw.values()), default=None),
             "gateway_overhead": next((v for k, v in t_by.items() if k.startswith("gateway overhead")), None),
             "batch_speedup_c8": next((v for k, v in t_by.items() if k.startswith("batched")), None),
-            "decode_tokens_per_s": decode[p.primary]["tokens_per_s"],
+            "decode_tokens_per_s": decode.get(label, {}).get("tokens_per_s"),
             "bandwidth_gb_s": band["gb_s"],
             "bandwidth_fraction": next((v for k, v in t_by.items() if k.startswith("single-stream")), None),
             "error_rate_max": max((r["error_rate"] for r in runs), default=None),
@@ -766,7 +785,8 @@ def run_bench(params: Any, paths: Any) -> dict[str, Any]:
         "models": {n: {"path": str(v.path), "size_bytes": v.size_bytes, "source": v.source}
                    for n, v in variants.items()},
         "model_source": source,
-        "primary": p.primary,
+        "primary": label,
+        "engine": {"kind": serve_p.engine.kind, "url": serve_p.engine.url, "managed": not external},
         "serving": stack_info,
         "setup": {
             "concurrency": p.concurrency, "engine_concurrency": p.engine_concurrency,

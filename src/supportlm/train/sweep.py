@@ -325,6 +325,9 @@ def plot(result: dict[str, Any], out_dir: Path) -> Path:
     if ranked and ranked[0].get("base_val_loss"):
         ax2.axvline(ranked[0]["base_val_loss"], color="#d62728", ls="--", lw=1, label="base model")
         ax2.legend(fontsize=8)
+    if ranked:  # zoom on the spread between trials (a bar axis from 0 hides it)
+        values = [r["best_val_loss"] for r in ranked] + [ranked[0].get("base_val_loss") or 0]
+        ax2.set_xlim(min(values) - 0.1, max(values) + 0.05)
     ax2.set(xlabel="best val loss (lower is better)", title="trials ranked")
     fig.tight_layout()
     path = out_dir / "val_loss.png"
