@@ -214,3 +214,24 @@ def test_bench_block_is_read_from_root_params_or_defaults() -> None:
     assert _block(SimpleNamespace(bench=p), "bench", BenchParams) is p
     assert _block(SimpleNamespace(), "bench", BenchParams) == BenchParams()
     assert _block(p, "bench", BenchParams) is p
+
+
+def test_read_bandwidth_reports_the_best_thread_count():
+    from supportlm.bench.bandwidth import read_bandwidth
+
+    r = read_bandwidth(mb=32, repeats=2, threads=2)
+    assert set(r["by_threads"]) == {1, 2} and r["gb_s"] == max(r["by_threads"].values()) > 0.5
+    assert r["threads"] in (1, 2) and "bytes read" in r["method"]
+
+
+def test_speculative_mode_with_no_accepted_drafts_is_not_recommended():
+    from supportlm.bench.engine_tuning import recommend
+
+    by_threads = {1: {"tokens_per_s": 90.0}, 2: {"tokens_per_s": 130.0}}
+    server = {"bench config": {"ms_per_100_tokens": 1000.0},
+              "--spec-type ngram-cache": {"ms_per_100_tokens": 880.0, "draft_acceptance": 0.0},
+              "--spec-type ngram-simple": {"ms_per_100_tokens": 990.0, "draft_acceptance": 0.3}}  # fmt: skip
+    rec = recommend(by_threads, {}, server, threads=2, decode={})
+    assert rec["extra_args"] == [] and rec["threads"] == 2  # 12% "faster" at 0% acceptance is noise
+    server["--spec-type ngram-cache"]["draft_acceptance"] = 0.4
+    assert recommend(by_threads, {}, server, threads=2, decode={})["extra_args"] == ["--spec-type", "ngram-cache"]

@@ -302,15 +302,19 @@ def recommend(
     threads: int,
     decode: dict[str, dict[str, Any]],
     min_gain: float = 1.05,
+    min_acceptance: float = 0.1,
 ) -> dict[str, Any]:
-    """The serve.llama settings the matrix supports: a change is taken only if it is >= 5% faster."""
+    """The serve.llama settings the matrix supports: a change is taken only if it is >= 5% faster (and a
+    speculative mode only if >= 10% of its drafted tokens were accepted)."""
     best_t = max(by_threads, key=lambda t: by_threads[t]["tokens_per_s"])
     if by_threads[best_t]["tokens_per_s"] < min_gain * by_threads[threads]["tokens_per_s"]:
         best_t = threads
     best_ub = max(pp, key=lambda u: pp[u]["tokens_per_s"]) if pp else None
     extra: list[str] = []
     base_ms = (server.get("bench config") or {}).get("ms_per_100_tokens")
-    specs = {k: v for k, v in server.items() if k.startswith("--spec-type") and v.get("ms_per_100_tokens")}
+    # a speculative mode counts only if its drafts are accepted: a "gain" with ~0% acceptance is noise
+    specs = {k: v for k, v in server.items() if k.startswith("--spec-type") and v.get("ms_per_100_tokens")
+             and (v.get("draft_acceptance") or 0) >= min_acceptance}  # fmt: skip
     if specs and base_ms:
         label = min(specs, key=lambda k: specs[k]["ms_per_100_tokens"])
         if base_ms / specs[label]["ms_per_100_tokens"] >= min_gain:
