@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def bitext_sample_path() -> Path | None:
     env = os.environ.get("SUPPORTLM_BITEXT_SAMPLE")
-    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared/data/bitext_customer_support_sample.csv.gz"]:
+    # ../shared/data beside the checkout, or a shared/ next to any ancestor (a CI clone nested deeper)
+    near = [parent / "shared/data/bitext_customer_support_sample.csv.gz" for parent in ROOT.parents]
+    for cand in ([Path(env)] if env else []) + near:
         if cand.exists():
             return cand
     return None
