@@ -30,6 +30,7 @@ from typing import Any
 log = logging.getLogger("supportlm.report")
 
 TRAIN_SPEEDUP_GOAL = 1.5  # DESIGN.md: sequence-packing/grouping vs the naive padded baseline
+TRAIN_STAGE_BUDGET_S = 12 * 60  # issue budget for the train stage on 2 CPU cores
 
 
 # ---------------------------------------------------------------- a tiny document model
@@ -394,6 +395,11 @@ def collect_targets(reports: Path) -> list[dict[str, Any]]:
         sp = train.get("speedup_vs_baseline")
         add("train", "training tokens/s vs naive padded batching", f">= {TRAIN_SPEEDUP_GOAL:g}x", sp,
             None if sp is None else sp >= TRAIN_SPEEDUP_GOAL, f"{sp:.2f}x" if sp is not None else "n/a", "train.md")
+
+    stage_s = (train or {}).get("stage_seconds")
+    if stage_s is not None and str((train or {}).get("device", "")).startswith("cpu"):  # the CPU-default budget
+        add("train", "train stage time on the CPU default", f"<= {TRAIN_STAGE_BUDGET_S / 60:g} min", stage_s,
+            stage_s <= TRAIN_STAGE_BUDGET_S, f"{stage_s / 60:.1f} min", "train.md")
 
     ev = load_json(reports / "eval.json")
     if ev and ev.get("targets"):

@@ -233,3 +233,17 @@ def test_unreadable_json_does_not_break_the_report(tmp_path: Path) -> None:
     assert out["sections"]["quant"] == "ok" and "## Evaluation" in md and "## Serving benchmark" in md
     assert "eval.json is not valid JSON" in _section(md, "Evaluation")
     assert "Could not render this section" in _section(md, "Serving benchmark")
+
+
+@pytest.mark.parametrize(("seconds", "device", "met"), [(432.0, "cpu (2 thread(s))", True),
+                                                       (2186.7, "cpu (2 thread(s))", False),
+                                                       (900.0, "cuda (NVIDIA H100)", None)])  # fmt: skip
+def test_train_stage_budget_applies_to_the_cpu_default_only(tmp_path: Path, seconds, device, met) -> None:
+    rep = tmp_path / "reports"
+    _w(rep / "train.json", {"speedup_vs_baseline": 2.0, "stage_seconds": seconds, "device": device})
+    by = {t["name"]: t for t in collect_targets(rep)}
+    budget = by.get("train stage time on the CPU default")
+    if met is None:
+        assert budget is None  # a GPU run has no 12-minute CPU budget to meet
+    else:
+        assert budget["met"] is met and budget["display"] == f"{seconds / 60:.1f} min"
