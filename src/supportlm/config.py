@@ -484,6 +484,15 @@ class Params(Strict):
     sweep: SweepParams = SweepParams()
 
 
+def stage_block(params: Any, name: str, cls: type) -> Any:
+    """A stage runner's own params block: `params.<name>` of a root Params, or `params` itself when a
+    caller (a test, a notebook) passes just the block; an absent block means its defaults."""
+    if isinstance(params, cls):
+        return params
+    block = getattr(params, name, None)
+    return block if block is not None else cls()
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: {exc.error_count()} invalid value(s)"]
     for err in exc.errors()[:10]:

@@ -208,12 +208,12 @@ def test_render_markdown_has_every_section(tmp_path: Path) -> None:
 
 
 def test_bench_block_is_read_from_root_params_or_defaults() -> None:
-    from supportlm.bench.run import _block
+    from supportlm.config import stage_block
 
     p = BenchParams(level_seconds=5)
-    assert _block(SimpleNamespace(bench=p), "bench", BenchParams) is p
-    assert _block(SimpleNamespace(), "bench", BenchParams) == BenchParams()
-    assert _block(p, "bench", BenchParams) is p
+    assert stage_block(SimpleNamespace(bench=p), "bench", BenchParams) is p
+    assert stage_block(SimpleNamespace(), "bench", BenchParams) == BenchParams()
+    assert stage_block(p, "bench", BenchParams) is p
 
 
 def test_read_bandwidth_reports_the_best_thread_count():

@@ -624,26 +624,19 @@ def hardware_info(threads: int, parallel: int, load_before: tuple[float, ...]) -
 # ---------------------------------------------------------------- the stage
 
 
-def _block(params: Any, name: str, cls: type) -> Any:
-    if isinstance(params, cls):
-        return params
-    block = getattr(params, name, None)
-    return block if block is not None else cls()
-
-
 def run_bench(params: Any, paths: Any) -> dict[str, Any]:
     """Stage runner: `params` is the root Params (`.bench`, `.serve`, `.base_model`) or a BenchParams.
 
     Returns the bench.json dict (also written, with bench.md and the plots)."""
     from supportlm.bench import bandwidth as bw
     from supportlm.bench import engine_tuning as et
-    from supportlm.config import BenchParams, ServeParams
+    from supportlm.config import BenchParams, ServeParams, stage_block
     from supportlm.lineage import git_sha, params_hash, write_json
 
     t_start = time.perf_counter()
     load_before = os.getloadavg()
-    p = _block(params, "bench", BenchParams)
-    serve_p = _block(params, "serve", ServeParams)
+    p = stage_block(params, "bench", BenchParams)
+    serve_p = stage_block(params, "serve", ServeParams)
     base_model = getattr(getattr(params, "base_model", None), "base", None)
     root = Path(getattr(paths, "root", Path(".")))
     reports = Path(paths.reports)

@@ -38,6 +38,7 @@ from typing import Any
 from supportlm.errors import DataError
 from supportlm.evaluate import checks as chk
 from supportlm.evaluate import metrics as m
+from supportlm.paths import stage_dir
 
 SYSTEMS = ("base", "finetuned")
 log = logging.getLogger("supportlm.evaluate")
@@ -384,40 +385,29 @@ def evaluate(
     return result
 
 
-def _block(params: Any, name: str, cls: type) -> Any:
-    if isinstance(params, cls):
-        return params
-    return getattr(params, name, None) or cls()
-
-
-def _dir(paths: Any, attr: str, *default: str) -> Path:
-    value = getattr(paths, attr, None)
-    return Path(value) if value is not None else Path(getattr(paths, "root", ".")).joinpath(*default)
-
-
 def run_evaluate(params: Any, paths: Any) -> dict[str, Any]:
     """Stage runner: `params` is the root Params (with `.evaluate`) or an EvaluateParams."""
-    from supportlm.config import EvaluateParams
+    from supportlm.config import EvaluateParams, stage_block
     from supportlm.lineage import params_hash
 
     ensure_logging()
-    p = _block(params, "evaluate", EvaluateParams)
+    p = stage_block(params, "evaluate", EvaluateParams)
     base_model = getattr(getattr(params, "base_model", None), "base", "") or _base_model_id(paths)
-    formatted = _dir(paths, "formatted", "data", "formatted")
+    formatted = stage_dir(paths, "formatted", "data", "formatted")
     return evaluate(
-        base_dir=_dir(paths, "base_model", "models", "base"),
-        finetuned_dir=_dir(paths, "merged", "models", "merged"),
+        base_dir=stage_dir(paths, "base_model", "models", "base"),
+        finetuned_dir=stage_dir(paths, "merged", "models", "merged"),
         test_path=formatted / "test.jsonl",
         train_path=formatted / "train.jsonl",
         p=p,
-        reports=_dir(paths, "reports", "reports"),
+        reports=stage_dir(paths, "reports", "reports"),
         base_model_id=base_model,
         params_hash=params_hash(p),
     )
 
 
 def _base_model_id(paths: Any) -> str:
-    src = _dir(paths, "base_model", "models", "base") / "supportlm_source.json"
+    src = stage_dir(paths, "base_model", "models", "base") / "supportlm_source.json"
     if src.is_file():
         return str(json.loads(src.read_text()).get("gguf", ""))
     return ""

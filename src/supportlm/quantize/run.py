@@ -33,13 +33,12 @@ from supportlm.errors import DataError
 from supportlm.evaluate import metrics as m
 from supportlm.evaluate.run import (
     _base_model_id,
-    _block,
-    _dir,
     ensure_logging,
     read_jsonl,
     resolve_threads,
     stratified_sample,
 )
+from supportlm.paths import stage_dir
 from supportlm.quantize import compare, gguf, torch_quant
 
 TARGET_VARIANT, REFERENCE_VARIANT = "q4_k_m", "f16"
@@ -232,18 +231,18 @@ def summarize(variants: list[dict[str, Any]], p: Any) -> dict[str, Any]:
 
 def run_quantize(params: Any, paths: Any) -> dict[str, Any]:
     """Stage runner: `params` is the root Params (with `.quantize`) or a QuantizeParams."""
-    from supportlm.config import QuantizeParams
+    from supportlm.config import QuantizeParams, stage_block
     from supportlm.lineage import params_hash
 
     ensure_logging()
-    p = _block(params, "quantize", QuantizeParams)
+    p = stage_block(params, "quantize", QuantizeParams)
     base_model = getattr(getattr(params, "base_model", None), "base", "") or _base_model_id(paths)
-    formatted = _dir(paths, "formatted", "data", "formatted")
+    formatted = stage_dir(paths, "formatted", "data", "formatted")
     return quantize_and_compare(
-        merged_dir=_dir(paths, "merged", "models", "merged"),
+        merged_dir=stage_dir(paths, "merged", "models", "merged"),
         test_path=formatted / "test.jsonl",
-        gguf_dir=_dir(paths, "gguf", "models", "gguf"),
-        reports=_dir(paths, "reports", "reports"),
+        gguf_dir=stage_dir(paths, "gguf", "models", "gguf"),
+        reports=stage_dir(paths, "reports", "reports"),
         p=p,
         train_path=formatted / "train.jsonl",
         base_model_id=base_model,

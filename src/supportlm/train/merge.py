@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.errors import DataError
+from supportlm.paths import stage_dir
 
 
 def _load_base(base_dir: Path, dtype: Any) -> tuple[Any, bool]:
@@ -131,21 +132,15 @@ def merge(
     return info
 
 
-def _dir(paths: Any, attr: str, *default: str) -> Path:
-    """paths.<attr> if the lead added it to Paths, else <root>/<default...>."""
-    value = getattr(paths, attr, None)
-    return Path(value) if value is not None else Path(getattr(paths, "root", ".")).joinpath(*default)
-
-
 def run_merge(params: Any, paths: Any) -> dict[str, Any]:
     """The merge stage: models/base + models/adapter -> models/merged."""
-    from supportlm.config import MergeParams
+    from supportlm.config import MergeParams, stage_block
 
-    p = params if isinstance(params, MergeParams) else getattr(params, "merge", None) or MergeParams()
+    p = stage_block(params, "merge", MergeParams)
     return merge(
-        _dir(paths, "base_model", "models", "base"),
-        _dir(paths, "adapter", "models", "adapter"),
-        _dir(paths, "merged", "models", "merged"),
+        stage_dir(paths, "base_model", "models", "base"),
+        stage_dir(paths, "adapter", "models", "adapter"),
+        stage_dir(paths, "merged", "models", "merged"),
         dtype=p.dtype,
         max_shard_size=p.max_shard_size,
     )

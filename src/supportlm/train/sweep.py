@@ -31,7 +31,7 @@ import yaml
 
 from supportlm.config import Params, SweepParams, SweepValue, parse_params
 from supportlm.errors import ConfigError, SupportLMError
-from supportlm.lineage import git_sha, write_json
+from supportlm.lineage import flatten, git_sha, write_json
 
 log = logging.getLogger(__name__)
 TRAIN_METRICS = "reports/train.json"
@@ -120,15 +120,6 @@ def experiments_by_name(show_json: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
-def get_dotted(raw: dict[str, Any], key: str) -> Any:
-    node: Any = raw
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def git_train_json(root: Path) -> Callable[[str], dict[str, Any]]:
     """rev -> that experiment's full reports/train.json (a git-tracked metric: DVC's view drops its lists)."""
 
@@ -171,7 +162,7 @@ def collect(names: list[str], trials: list[dict[str, SweepValue]], show_json: An
                 "mlflow_run_id": m.get("mlflow_run_id"),
                 "val_curve": m.get("val_curve") or [],
                 # what DVC actually ran with (proves the -S overrides landed)
-                "applied": {k: get_dotted(exp["params"], k) for k in trial} if exp else {},
+                "applied": {k: flatten(exp["params"]).get(k) for k in trial} if exp else {},
             }
         )
     return rows
