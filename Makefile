@@ -23,10 +23,14 @@ endif
 .PHONY: setup
 setup: $(STAMP)  ## create .venv and install the pinned stack (idempotent)
 
+# llama-cpp-python is installed as the Python binding alone (no second llama.cpp compile): it loads the
+# shared libllama that `make llama-tools` builds once (supportlm.llamacpp points LLAMA_CPP_LIB_PATH at it).
+LLAMA_BINDING_ONLY := CMAKE_ARGS="-DLLAMA_BUILD=OFF"
+
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
-	$(BIN)/pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	$(LLAMA_BINDING_ONLY) $(BIN)/pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	$(BIN)/pip check
 	touch $@
 
@@ -68,7 +72,7 @@ data-bench: setup  ## time ingest+clean+split+quality at 27K and 270K rows -> re
 	$(BIN)/supportlm data-bench --rows 27000 --rows 270000
 	$(BIN)/dvc repro --force --single-item report
 
-llama-tools: setup  ## build llama-server/quantize/bench from the llama-cpp-python sdist (cached in ~/.cache/supportlm)
+llama-tools: setup  ## build llama.cpp once: llama-server/quantize/bench + libllama for the binding (cached per CPU in ~/.cache/supportlm)
 	$(BIN)/python -m supportlm.llamacpp
 
 sweep: setup  ## hyperparameter sweep of the train stage (params.yaml `sweep:`) -> reports/sweep.{json,md} (~20 min)

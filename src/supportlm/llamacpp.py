@@ -1,22 +1,36 @@
-"""llama.cpp tools (llama-quantize, llama-server, llama-bench, ...) and its HF -> GGUF converter, offline.
+"""llama.cpp, built once: the tools (llama-quantize, llama-server, llama-bench, ...), the shared
+libllama that the llama-cpp-python binding loads, and the HF -> GGUF converter, all offline.
 
 The llama-cpp-python sdist vendors the whole llama.cpp tree (`vendor/llama.cpp`: the
 `convert_hf_to_gguf.py` script, `gguf-py/` and `tools/`), pinned to the same commit as the
-Python bindings in the venv. So instead of fetching llama.cpp from GitHub we:
+Python binding in the venv. So instead of fetching llama.cpp from GitHub we:
 
 1. get the sdist (`pip download --no-binary :all: --no-deps llama-cpp-python==VERSION`; pip's
    cache or PyPI; or `SUPPORTLM_LLAMA_SDIST=/path/to/llama_cpp_python-VERSION.tar.gz`),
 2. extract `vendor/llama.cpp` once into `~/.cache/supportlm/llama.cpp-VERSION/src`,
-3. build only the tools we use with cmake into `.../build/bin` (Release, -jN; ~8.5 min on 2 cores).
+3. build the tools and `libllama.so` with cmake into `.../build-<key>/bin` (shared libraries with
+   `$ORIGIN` rpaths, so the folder can be copied whole, e.g. into an image).
 
-Every step is idempotent, atomic (tmp dir + rename, a "done" marker written last) and runs
-under a file lock, so two processes (`make llama-tools` and a stage, or two test workers)
-never extract or build at the same time: the second waits, then finds the work done.
+One build, not two: `make setup` installs the binding without compiling (CMAKE_ARGS=-DLLAMA_BUILD=OFF)
+and `binding()` points it at this build's libllama (LLAMA_CPP_LIB_PATH) before importing it.
 
-Lookup order for `tool(name)`:
-    $SUPPORTLM_LLAMA_BIN/<name>  ->  our cache build  ->  `<name>` on $PATH  ->  build it
+Why not `GGML_NATIVE=ON` (cmake's default): `-march=native` on an Intel CPU with AMX compiles
+ggml's AMX kernels, and q8_0/q4_0/q4_k_m decoding then dies with SIGILL on `tilezero` in VMs
+that report AMX. The build instead names its instruction sets (`SUPPORTLM_LLAMA_CPU`):
 
-    python -c "from supportlm.llamacpp import ensure_built; print(ensure_built())"   # = make llama-tools
+- `host` (default): the SSE4.2/AVX/AVX2/FMA/F16C/BMI2/AVX-VNNI/AVX-512 subsets this CPU reports,
+  never AMX; the same speed as native where both run (see README);
+- `portable`: x86-64-v3 (AVX2, FMA, F16C, BMI2), for images that run on other hosts.
+
+The build folder is keyed by version + the exact cmake flags (which encode the CPU features that
+matter), so a cache carried to another CPU never reuses a build that can fault there. Every step
+is idempotent, atomic (tmp dir + rename, a "done" marker written last) and runs under a file lock.
+
+Lookup order for `tool(name)`: `$SUPPORTLM_LLAMA_BIN/<name>` (configured) -> this build -> build it.
+A binary merely found on $PATH is never used: what runs is what was configured or built, and
+`build_info()` says which (recorded in the reports).
+
+    python -m supportlm.llamacpp      # = make llama-tools
 
 Raises:
     MissingDependencyError: no cmake / C++ compiler, the sdist cannot be found or downloaded,
@@ -27,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -36,12 +51,15 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from supportlm.errors import MissingDependencyError
+from supportlm.runtime import cpu_info, describe_exit
 
 DEFAULT_VERSION = "0.3.36"  # the llama-cpp-python pin in pyproject; the vendored llama.cpp matches it
-# only what the pipeline uses; the full tree has ~60 targets and takes 3-4x longer
-TARGETS = ("llama-quantize", "llama-server", "llama-bench", "llama-batched-bench", "llama-cli")
+# only what the pipeline uses (+ `llama`, the shared library the binding loads); the full tree has ~60
+# targets and takes 3-4x longer
+TARGETS = ("llama", "llama-quantize", "llama-server", "llama-bench")
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DLLAMA_CURL=OFF",  # no libcurl: offline, models are local files (ignored by newer trees)
@@ -50,8 +68,59 @@ CMAKE_FLAGS = (
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DLLAMA_BUILD_UI=OFF",  # the web UI needs npm
     "-DLLAMA_USE_PREBUILT_UI=OFF",  # ... or a download from the HF hub: neither offline
-    "-DBUILD_SHARED_LIBS=OFF",  # self-contained binaries: no rpath to the build dir
+    "-DBUILD_SHARED_LIBS=ON",  # libllama.so for the binding; the tools link the same libraries
+    "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",  # $ORIGIN rpaths: bin/ works wherever it is copied
+    "-DGGML_BACKEND_DL=OFF",
+    "-DGGML_NATIVE=OFF",  # instruction sets named below instead of -march=native (see the docstring)
+    "-DGGML_AMX_TILE=OFF",
+    "-DGGML_AMX_INT8=OFF",
+    "-DGGML_AMX_BF16=OFF",
 )
+# ggml option -> the /proc/cpuinfo flags it needs (ggml's AVX512 option compiles F, CD, VL, DQ and BW)
+ISA_OPTIONS = {
+    "GGML_SSE42": ("sse4_2",),
+    "GGML_AVX": ("avx",),
+    "GGML_AVX2": ("avx2",),
+    "GGML_FMA": ("fma",),
+    "GGML_F16C": ("f16c",),
+    "GGML_BMI2": ("bmi2",),
+    "GGML_AVX_VNNI": ("avx_vnni",),
+    "GGML_AVX512": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"),
+    "GGML_AVX512_VBMI": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw", "avx512vbmi"),
+    "GGML_AVX512_VNNI": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw", "avx512_vnni"),
+    "GGML_AVX512_BF16": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw", "avx512_bf16"),
+}
+PORTABLE_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2")  # x86-64-v3: every x86 host here
+CPU_MODES = ("host", "portable")
+# the environment that selects a build: child processes that must use the same one keep these
+LLAMA_BUILD_ENV = ("SUPPORTLM_CACHE", "SUPPORTLM_LLAMA_BIN", "SUPPORTLM_LLAMA_CPU", "SUPPORTLM_LLAMA_SDIST")
+
+
+def cpu_mode() -> str:
+    """`SUPPORTLM_LLAMA_CPU`: host (default) or portable."""
+    mode = os.environ.get("SUPPORTLM_LLAMA_CPU", "host").strip() or "host"
+    if mode not in CPU_MODES:
+        raise MissingDependencyError(f"SUPPORTLM_LLAMA_CPU={mode!r}: must be one of {', '.join(CPU_MODES)}")
+    return mode
+
+
+def isa_flags(mode: str | None = None, cpu: dict | None = None) -> list[str]:
+    """The `-DGGML_<ISA>=ON|OFF` flags for `mode`: every option set explicitly, AMX never."""
+    mode = mode or cpu_mode()
+    cpu = cpu or cpu_info()
+    if cpu["arch"] not in ("x86_64", "AMD64", "i686"):
+        return ["-DGGML_CPU_ARM_ARCH=native"] if cpu["arch"] in ("aarch64", "arm64") else []
+    have = set(PORTABLE_ISA) if mode == "portable" else set(cpu["isa"])
+    return [f"-D{opt}={'ON' if set(need) <= have else 'OFF'}" for opt, need in ISA_OPTIONS.items()]
+
+
+def build_flags(mode: str | None = None, cpu: dict | None = None) -> list[str]:
+    return [*CMAKE_FLAGS, *isa_flags(mode, cpu)]
+
+
+def build_key(flags: list[str]) -> str:
+    """`build-<12 hex>`: a hash of the exact cmake flags (so of the instruction sets compiled in)."""
+    return "build-" + hashlib.sha256("\n".join(flags).encode()).hexdigest()[:12]
 
 
 def version() -> str:
@@ -72,10 +141,6 @@ def cache_dir(ver: str | None = None) -> Path:
 
 def _src(ver: str | None = None) -> Path:
     return cache_dir(ver) / "src"
-
-
-def _bin(ver: str | None = None) -> Path:
-    return cache_dir(ver) / "build" / "bin"
 
 
 def _log(msg: str) -> None:
@@ -192,41 +257,57 @@ def _check_toolchain() -> dict[str, str]:
     return {"cmake": cmake or "", "cxx": cxx or "", "ninja": shutil.which("ninja") or ""}
 
 
-def _built_marker(ver: str | None = None) -> Path:
-    return cache_dir(ver) / "build" / ".built.json"
+def build_dir(ver: str | None = None, flags: list[str] | None = None) -> Path:
+    """The build folder for this version and these flags (default: this CPU's, SUPPORTLM_LLAMA_CPU)."""
+    return cache_dir(ver) / build_key(flags if flags is not None else build_flags())
+
+
+def _built_marker(ver: str | None = None, flags: list[str] | None = None) -> Path:
+    return build_dir(ver, flags) / ".built.json"
+
+
+def _read_marker(marker: Path, targets: tuple[str, ...]) -> dict | None:
+    if not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    if all(t in info.get("tools", {}) and Path(info["tools"][t]).is_file() for t in targets):
+        return info
+    return None
+
+
+def _artifact(bin_dir: Path, target: str) -> Path:
+    """Where a cmake target lands: executables as bin/<name>, the library as bin/lib<name>.so."""
+    return bin_dir / target if target.startswith("llama-") else bin_dir / f"lib{target}.so"
 
 
 def ensure_built(targets: tuple[str, ...] = TARGETS, jobs: int | None = None, ver: str | None = None) -> dict:
-    """Build the llama.cpp tools once (idempotent, locked). Returns {bin_dir, tools, build_s, ...}."""
+    """Build the llama.cpp tools + libllama once per (version, flags) (idempotent, locked).
+
+    Returns the build record: {version, bin_dir, lib_dir, tools, cmake_flags, cpu_mode, cpu, build_s, ...}.
+    """
     ver = ver or version()
-    marker = _built_marker(ver)
-
-    def done() -> dict | None:
-        if not marker.is_file():
-            return None
-        info = json.loads(marker.read_text())
-        if all(t in info.get("tools", {}) and Path(info["tools"][t]).is_file() for t in targets):
-            return info
-        return None
-
-    if (info := done()) is not None:
+    mode = cpu_mode()
+    cpu = cpu_info()
+    flags = build_flags(mode, cpu)
+    marker = _built_marker(ver, flags)
+    if (info := _read_marker(marker, targets)) is not None:
         return info
     src = ensure_source(ver)
     with _locked(ver):
-        if (info := done()) is not None:
+        if (info := _read_marker(marker, targets)) is not None:
             return info
         chain = _check_toolchain()
-        build = cache_dir(ver) / "build"
+        build = build_dir(ver, flags)
         build.mkdir(parents=True, exist_ok=True)
-        log_path = cache_dir(ver) / "build.log"
+        log_path = build / "build.log"
         jobs = jobs or max(1, os.cpu_count() or 1)
         gen = ["-G", "Ninja"] if chain["ninja"] else []
         cmds = [
-            ["cmake", "-S", str(src), "-B", str(build), *gen, *CMAKE_FLAGS],
+            ["cmake", "-S", str(src), "-B", str(build), *gen, *flags],
             ["cmake", "--build", str(build), "--config", "Release", "-j", str(jobs), "--target", *targets],
         ]
         t0 = time.perf_counter()
-        _log(f"building {', '.join(targets)} with -j{jobs} (several minutes; log: {log_path})")
+        _log(f"building {', '.join(targets)} ({mode}: {build.name}) with -j{jobs} (minutes; log: {log_path})")
         with log_path.open("w") as log:
             for cmd in cmds:
                 log.write("$ " + " ".join(cmd) + "\n")
@@ -235,10 +316,11 @@ def ensure_built(targets: tuple[str, ...] = TARGETS, jobs: int | None = None, ve
                 if rc != 0:
                     tail = log_path.read_text(errors="replace")[-2500:]
                     raise MissingDependencyError(
-                        f"llama.cpp build failed (`{' '.join(cmd[:3])} ...` exit {rc}); full log: {log_path}\n{tail}"
+                        f"llama.cpp build failed (`{' '.join(cmd[:3])} ...` {describe_exit(rc)}); "
+                        f"full log: {log_path}\n{tail}"
                     )
         bin_dir = build / "bin"
-        tools = {t: str(bin_dir / t) for t in targets if (bin_dir / t).is_file()}
+        tools = {t: str(_artifact(bin_dir, t)) for t in targets if _artifact(bin_dir, t).is_file()}
         if len(tools) != len(targets):
             raise MissingDependencyError(
                 f"llama.cpp build finished but {sorted(set(targets) - set(tools))} are missing in {bin_dir}"
@@ -247,10 +329,13 @@ def ensure_built(targets: tuple[str, ...] = TARGETS, jobs: int | None = None, ve
         info = {
             "version": ver,
             "bin_dir": str(bin_dir),
+            "lib_dir": str(bin_dir),
             "tools": {**prev, **tools},
             "build_s": round(time.perf_counter() - t0, 1),
             "jobs": jobs,
-            "cmake_flags": list(CMAKE_FLAGS),
+            "cpu_mode": mode,
+            "cmake_flags": flags,
+            "built_on": cpu,
         }
         tmp = marker.with_name(marker.name + ".tmp")
         tmp.write_text(json.dumps(info, indent=2))
@@ -259,27 +344,92 @@ def ensure_built(targets: tuple[str, ...] = TARGETS, jobs: int | None = None, ve
         return info
 
 
-def find_tool(name: str) -> Path | None:
-    """The tool if it already exists somewhere (no build)."""
+def _configured_dir() -> Path | None:
     env = os.environ.get("SUPPORTLM_LLAMA_BIN")
-    if env and (Path(env) / name).is_file():
-        return Path(env) / name
-    marker = _built_marker()
-    if marker.is_file():
-        p = json.loads(marker.read_text()).get("tools", {}).get(name)
-        if p and Path(p).is_file():
-            return Path(p)
-    on_path = shutil.which(name)
-    return Path(on_path) if on_path else None
+    if not env:
+        return None
+    d = Path(env).expanduser()
+    if not d.is_dir():
+        raise MissingDependencyError(f"SUPPORTLM_LLAMA_BIN={env}: no such directory")
+    return d
+
+
+def find_tool(name: str) -> Path | None:
+    """The tool if it already exists (no build): `$SUPPORTLM_LLAMA_BIN/<name>`, else this CPU's build.
+
+    Never a binary that merely happens to be on $PATH: an unrelated llama.cpp of another version or
+    instruction set would run silently in place of ours.
+    """
+    configured = _configured_dir()
+    if configured is not None:
+        return configured / name if (configured / name).is_file() else None
+    info = _read_marker(_built_marker(), ())
+    p = (info or {}).get("tools", {}).get(name)
+    return Path(p) if p and Path(p).is_file() else None
+
+
+_announced: set[str] = set()
 
 
 def tool(name: str) -> Path:
-    """Path to a llama.cpp executable (e.g. "llama-server"); builds the tools if none is found."""
+    """Path to a llama.cpp executable (e.g. "llama-server"); builds the tools if none is found.
+
+    The binary used is logged once per process (stderr) with where it came from.
+    """
     found = find_tool(name)
-    if found is not None:
-        return found
-    targets = TARGETS if name in TARGETS else (*TARGETS, name)
-    return Path(ensure_built(targets)["tools"][name])
+    if found is None:
+        if _configured_dir() is not None:
+            raise MissingDependencyError(
+                f"SUPPORTLM_LLAMA_BIN={os.environ['SUPPORTLM_LLAMA_BIN']} has no {name}; "
+                "unset it to use the project's own build (`make llama-tools`)"
+            )
+        targets = TARGETS if name in TARGETS else (*TARGETS, name)
+        found = Path(ensure_built(targets)["tools"][name])
+    if name not in _announced:
+        _announced.add(name)
+        _log(f"using {found} ({build_info()['source']})")
+    return found
+
+
+def build_info() -> dict:
+    """What llama.cpp this process uses, for the reports: source, version, flags, the CPU it was built on."""
+    configured = _configured_dir()
+    if configured is not None:
+        return {"source": "SUPPORTLM_LLAMA_BIN", "bin_dir": str(configured), "version": version()}
+    info = _read_marker(_built_marker(), ())
+    if info is None:
+        return {"source": "not built yet", "version": version(), "cpu_mode": cpu_mode()}
+    keep = ("version", "bin_dir", "cpu_mode", "cmake_flags")
+    return {"source": "project build (make llama-tools)", "build": Path(info["bin_dir"]).parent.name,
+            **{k: info.get(k) for k in keep}}  # fmt: skip
+
+
+def lib_dir() -> Path:
+    """The folder holding libllama.so for the binding: SUPPORTLM_LLAMA_BIN if it has one, else our build."""
+    configured = _configured_dir()
+    if configured is not None and (configured / "libllama.so").is_file():
+        return configured
+    return Path(ensure_built()["lib_dir"])
+
+
+def binding() -> Any:
+    """`import llama_cpp`, loading this project's libllama (one build for tools and binding).
+
+    The wheel is installed without its own library (`make setup`); LLAMA_CPP_LIB_PATH is read once,
+    at the binding's first import, so it is set here before that import.
+    """
+    if "llama_cpp" not in sys.modules:
+        os.environ["LLAMA_CPP_LIB_PATH"] = str(lib_dir())
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MissingDependencyError(f"llama-cpp-python is not installed: pip install -e '.[serve]' ({exc})") from None
+    except (OSError, RuntimeError) as exc:
+        raise MissingDependencyError(
+            f"llama-cpp-python could not load libllama from {os.environ.get('LLAMA_CPP_LIB_PATH')}: {exc}\n"
+            "Fix: `make llama-tools` (rebuilds it for this CPU)"
+        ) from None
+    return llama_cpp
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m supportlm.llamacpp` = make llama-tools

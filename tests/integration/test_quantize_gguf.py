@@ -190,3 +190,43 @@ def test_quantize_stage_on_tiny_model(tools, tiny_hf, tmp_path):
         "model-q4_k_m.gguf",
         "model-q8_0.gguf",
     ]
+
+
+def _standin_that_dies_of_sigill(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / name
+    exe.write_text('#!/bin/sh\necho "main: quantizing" >&2\nkill -ILL $$\n')
+    exe.chmod(0o755)
+    return exe
+
+
+def test_quantize_stage_reports_a_sigill_with_binary_signal_and_fix(tools, tiny_hf, tmp_path):
+    """`python stages/quantize.py` in a project whose configured llama-quantize dies of SIGILL: the stage
+    exits non-zero with the binary, the signal, what it means and the fix; no traceback, nothing half-written."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    proj = tmp_path / "proj"
+    shutil.copytree(tiny_hf, proj / "models" / "merged")
+    (proj / "data" / "formatted").mkdir(parents=True)
+    rows = [{"id": e.id, "intent": e.intent, "kind": "qa",
+             "messages": [*e.prompt, {"role": "assistant", "content": e.reference}]} for e in _examples()]  # fmt: skip
+    (proj / "data" / "formatted" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["quantize"].update(gguf_types=["q8_0"], torch_variants=[], eval_rows=2, max_new_tokens=4, speed_prompts=1)
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    fake = _standin_that_dies_of_sigill(tmp_path / "bin", "llama-quantize")
+    env = dict(os.environ, SUPPORTLM_LLAMA_BIN=str(fake.parent))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "quantize.py")], cwd=proj, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 6, out[-3000:]
+    assert f"{fake} (model-f16.gguf -> q8_0) killed by SIGILL" in out
+    assert "illegal instruction: the build uses CPU instructions this machine cannot run" in out
+    assert "Fix: rebuild for this CPU with `make llama-tools`" in out
+    assert "Traceback" not in out
+    assert not list((proj / "models" / "gguf").glob("*.tmp"))  # no half-written file left behind
+    assert not (proj / "reports" / "quantization.json").exists()

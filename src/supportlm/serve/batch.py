@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supportlm.errors import DataError, MissingDependencyError
+from supportlm.errors import DataError
 
 ROLES = {"system", "user", "assistant"}
 
@@ -153,18 +153,15 @@ class GGUFEngine:
         logits_all: bool = False,
         tokenizer: Any = None,
     ) -> None:
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise MissingDependencyError(
-                "GGUF models need llama-cpp-python: pip install -e '.[serve]'"
-            ) from None
+        from supportlm.llamacpp import binding
+
+        llama_cpp = binding()  # the project's own libllama (built for this CPU), not a second copy
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: GGUF file not found")
         self.path, self.name = path, path.stem
         t0 = time.perf_counter()
-        self.llm = Llama(
+        self.llm = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=n_ctx,
             n_threads=threads,
@@ -202,9 +199,9 @@ class GGUFEngine:
         return ids[-max_tokens:] if max_tokens and len(ids) > max_tokens else ids
 
     def is_eog(self, token: int) -> bool:
-        import llama_cpp
+        from supportlm.llamacpp import binding
 
-        return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
+        return bool(binding().llama_vocab_is_eog(self.llm._model.vocab, token))
 
     def generate_one(self, prompt: list[int], max_new_tokens: int = 128) -> Generation:
         out: list[int] = []

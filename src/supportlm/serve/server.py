@@ -14,7 +14,10 @@ Lifecycle of `serve(settings)`:
    with the last lines it printed;
 4. run uvicorn; a supervisor task restarts the engine when it exits unexpectedly (backoff doubling
    from engine_restart_backoff_s to engine_restart_backoff_max_s, reset after a minute of health);
-   meanwhile /readyz and /v1 requests answer 503 + Retry-After, and recover on their own;
+   meanwhile /readyz and /v1 requests answer 503 + Retry-After, and recover on their own. After
+   engine_max_restarts consecutive restarts that died within a minute (an engine that crashes the
+   same way every time, e.g. SIGILL), it stops: the log says how it died and the fix, /readyz
+   answers 503 `engine_down`;
 5. SIGTERM/SIGINT: uvicorn stops accepting, in-flight requests (streams included) get
    drain_timeout_s to finish, then the engine gets SIGTERM (SIGKILL after 10 s). A second SIGINT
    forces the exit.
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.errors import ConfigError, MissingDependencyError, SupportLMError
+from supportlm.runtime import SIGNAL_MEANINGS, describe_exit
 from supportlm.serve.engines import Engine, engine_from_settings
 from supportlm.serve.logging import JsonFormatter
 from supportlm.serve.settings import ServeSettings, default_threads, load_settings, resolve_model
@@ -143,6 +147,7 @@ class EngineProcess:
         start_timeout_s: float = 180.0,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        max_restarts: int = 5,
     ) -> None:
         self.cmd = cmd
         self.engine = engine
@@ -150,7 +155,10 @@ class EngineProcess:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.proc: asyncio.subprocess.Process | None = None
+        self.max_restarts = max_restarts
         self.restarts = 0
+        self.failures = 0  # consecutive exits within HEALTHY_RESET_S of a start
+        self.gave_up = False
         self.tail: deque[str] = deque(maxlen=40)  # the child's last output lines, for error messages
         self._stopping = False
         self._pump: asyncio.Task[None] | None = None
@@ -193,8 +201,11 @@ class EngineProcess:
                         await asyncio.wait_for(self._pump, 2.0)
                 rc = self.proc.returncode if self.proc else None
                 last = "\n  ".join(list(self.tail)[-15:]) or "(no output)"
+                fix = SIGNAL_MEANINGS.get(-rc, ("", ""))[1] if rc is not None and rc < 0 else ""
                 raise EngineStartError(
-                    f"engine exited with code {rc} before it was ready; last output:\n  {last}"
+                    f"engine {self.cmd[0]} {describe_exit(rc)} before it was ready"
+                    + (f".\nFix: {fix}" if fix else "")
+                    + f"\nlast output:\n  {last}"
                 )
             status = await self.engine.probe(timeout_s=2.0)
             if status.ready:
@@ -210,7 +221,8 @@ class EngineProcess:
             delay = min(delay * 1.5, 1.0)
 
     async def supervise(self) -> None:
-        """Restart the engine whenever it exits while we are not stopping."""
+        """Restart the engine whenever it exits while we are not stopping; give up after
+        `max_restarts` consecutive restarts that died within HEALTHY_RESET_S (`gave_up`)."""
         backoff = self.backoff_s
         while not self._stopping:
             assert self.proc is not None
@@ -219,8 +231,19 @@ class EngineProcess:
             if self._stopping:
                 return
             if time.monotonic() - started > HEALTHY_RESET_S:
-                backoff = self.backoff_s
-            log.error("engine exited unexpectedly (code %s); restarting in %.1f s", rc, backoff)
+                backoff, self.failures = self.backoff_s, 0
+            how = describe_exit(rc)
+            if self.failures >= self.max_restarts:
+                fix = SIGNAL_MEANINGS.get(-rc, ("", ""))[1] if rc < 0 else ""
+                self.gave_up = True
+                log.error(
+                    "engine %s %s again after %d restarts in a row; not restarting it (/readyz: engine_down)%s",
+                    self.cmd[0], how, self.failures, f". Fix: {fix}" if fix else "",
+                )  # fmt: skip
+                return
+            self.failures += 1
+            log.error("engine %s unexpectedly; restart %d of at most %d in %.1f s",
+                      how, self.failures, self.max_restarts, backoff)  # fmt: skip
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max_s)
             if self._stopping:
@@ -233,7 +256,6 @@ class EngineProcess:
                 log.error("engine restart failed: %s", exc)
             except OSError as exc:  # the binary vanished, ...
                 log.error("engine restart failed: %s", exc)
-                await asyncio.sleep(backoff)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -362,13 +384,15 @@ async def serve_async(s: ServeSettings) -> None:
                 start_timeout_s=s.engine_start_timeout_s,
                 backoff_s=s.engine_restart_backoff_s,
                 backoff_max_s=s.engine_restart_backoff_max_s,
+                max_restarts=s.engine_max_restarts,
             )
             await proc.start()
             await proc.wait_ready()
             supervisor = asyncio.create_task(proc.supervise(), name="engine-supervisor")
         else:
             log.info("using external %s engine at %s", s.engine_kind, s.engine_base_url)
-        app = build_app(s, engine, model_info=model_info)
+        engine_down = (lambda: proc.gave_up) if proc is not None else None
+        app = build_app(s, engine, model_info=model_info, engine_down=engine_down)
         server = _uvicorn_server(app, s)
         log.info("gateway on http://%s:%d (docs /docs, playground /playground)", s.host, s.port)
         await server.serve()

