@@ -99,6 +99,14 @@ report: setup  ## reports/index.{md,html} from every stage's JSON (forced: sweep
 serve: setup  ## gateway + llama-server on the fine-tuned q4_k_m (needs SUPPORTLM_API_KEYS=id:key)
 	$(BIN)/supportlm serve
 
+# GPU check (issue 14) ------------------------------------------------------------------
+.PHONY: gpu-check gpu-check-wheels
+gpu-check: $(if $(TINY),setup)  ## QLoRA, kill+resume, merge, generation, bitsandbytes on a random 7B-shaped model -> reports/gpu/ (~5 min, one GPU, the host's torch stack + .whl/); TINY=1: CPU, ~40 s -> reports/gpu/tiny/
+	$(if $(TINY),$(BIN)/python -m supportlm.gpu_check --tiny,PATH="$${PATH#$(CURDIR)/$(BIN):}" bash scripts/gpu_check_device.sh) $(GPU_CHECK_ARGS)
+
+gpu-check-wheels:  ## the wheels gpu-check carries to a GPU host without network (bitsandbytes, pydantic) -> .whl/ (~27 MB)
+	bash scripts/gpu_check_wheels.sh
+
 # Tests ---------------------------------------------------------------------------------
 .PHONY: test test-unit test-data test-integration
 test: setup  ## every test tier except GPU-only ones (what CI runs)

@@ -67,7 +67,9 @@ class HFEngine:
         self.model.eval()
 
     @classmethod
-    def load(cls, model_dir: str | Path, dtype: str = "float32", **model_kwargs: Any) -> HFEngine:
+    def load(cls, model_dir: str | Path, dtype: str = "auto", **model_kwargs: Any) -> HFEngine:
+        """`dtype="auto"`: float32 on CPU (the reproducible CPU pipeline), bfloat16 on a CUDA GPU (float16
+        where it has no bf16). With CUDA the model goes on the GPU unless `device_map` says otherwise."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -75,8 +77,13 @@ class HFEngine:
         if not (model_dir / "config.json").is_file():
             raise DataError(f"{model_dir}: not an HF model dir (no config.json)")
         tok = AutoTokenizer.from_pretrained(str(model_dir))
+        cuda = torch.cuda.is_available()
+        if dtype == "auto":
+            dtype = "float32" if not cuda else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         if "quantization_config" not in model_kwargs:
             model_kwargs["dtype"] = getattr(torch, dtype)
+        if cuda:
+            model_kwargs.setdefault("device_map", "cuda")
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **model_kwargs)
         return cls(model, tok, name=model_dir.name)
 
@@ -86,15 +93,18 @@ class HFEngine:
         return prompt_ids(self.tokenizer, messages, max_tokens)
 
     def generate_ids(
-        self, prompts: Sequence[list[int]], max_new_tokens: int = 128, batch_size: int = 8
+        self, prompts: Sequence[list[int]], max_new_tokens: int = 128, batch_size: int = 8, min_new_tokens: int = 0
     ) -> list[Generation]:
+        """Greedy replies; `min_new_tokens` masks EOS until that many tokens (speed checks on random
+        weights need exactly N tokens per row)."""
         import torch
         from transformers import GenerationConfig
 
         tok = self.tokenizer
         eos, pad = tok.eos_token_id, tok.pad_token_id
         cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad,
+            **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
         )
         device = next(self.model.parameters()).device
         order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
