@@ -221,7 +221,14 @@ def ensure_source(ver: str | None = None) -> Path:
                         members.append(m)
             if not members:
                 raise MissingDependencyError(f"{sdist}: no {prefix} inside; is this the llama-cpp-python sdist?")
-            tar.extractall(tmp, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (Debian bookworm's 3.11.2 has none)
+                tar.extractall(tmp, members=members, filter="data")
+            else:  # the same guarantees by hand: regular files and dirs only, nothing outside tmp
+                for m in members:
+                    if m.name.startswith("/") or ".." in Path(m.name).parts:
+                        raise MissingDependencyError(f"{sdist}: unsafe path in the archive: {m.name}")
+                    m.mode &= 0o755
+                tar.extractall(tmp, members=members)  # members checked above
         (tmp / ".extracted").write_text(json.dumps({"sdist": str(sdist), "version": ver}))
         shutil.rmtree(src, ignore_errors=True)
         tmp.rename(src)

@@ -91,3 +91,24 @@ def test_a_finished_build_is_found_by_its_key(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("SUPPORTLM_LLAMA_CPU", "portable")
     if llamacpp.build_dir() != build:
         assert llamacpp.find_tool("llama-server") is None
+
+
+def test_source_extracts_without_tarfile_filters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian bookworm's Python 3.11.2 has no `filter=` for extractall (3.11.4+): the images build on it."""
+    import io
+    import tarfile
+
+    ver = "0.0.0"
+    sdist = tmp_path / f"llama_cpp_python-{ver}.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, data in ((f"llama_cpp_python-{ver}/vendor/llama.cpp/convert_hf_to_gguf.py", b"print(1)\n"),
+                           (f"llama_cpp_python-{ver}/setup.py", b"")):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv("SUPPORTLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SUPPORTLM_LLAMA_SDIST", str(sdist))
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    src = llamacpp.ensure_source(ver)
+    assert (src / "convert_hf_to_gguf.py").read_text() == "print(1)\n"
+    assert not (src / "setup.py").exists()  # only vendor/llama.cpp comes out
