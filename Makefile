@@ -46,9 +46,24 @@ gpu-run: setup  ## every stage inside docker/Dockerfile.train (DRY_RUN=1 prints 
 	$(BIN)/supportlm docker-run --profile gpu $(if $(DRY_RUN),--dry-run)
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-docker-build:  ## build the training (CUDA) and serving images
+# Images: every Dockerfile takes its base as BASE_IMAGE (default: the public Debian image pinned in the
+# Dockerfile). No registry reachable? `make base-image` builds the same distribution from Debian packages and
+# the builds use it. CA_BUNDLE reaches apt/pip inside the build as a BuildKit secret (never in a layer).
+LOCAL_BASE   := supportlm-base:bookworm
+CA_BUNDLE    ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+comma        := ,
+CA_SECRET     = $(if $(CA_BUNDLE),--secret id=ca$(comma)src=$(CA_BUNDLE))
+.PHONY: base-image docker-build-serve
+base-image:  ## the Debian bookworm base from Debian packages (debootstrap), for hosts that cannot pull the pinned one
+	bash scripts/base_image.sh $(LOCAL_BASE)
+
+docker-build-serve:  ## build the serving image (gateway + llama-server); BASE_IMAGE=... to override the base
+	base="$${BASE_IMAGE:-$$(bash scripts/docker_base.sh docker/Dockerfile.serve $(LOCAL_BASE))}" && \
+	bash scripts/docker_build.sh $(CA_SECRET) --build-arg BASE_IMAGE="$$base" \
+	  -f docker/Dockerfile.serve -t supportlm-serve:$(VERSION) .
+
+docker-build: docker-build-serve  ## build the training (CUDA) and serving images
 	$(if $(DRY_RUN),@echo ,)docker build -f docker/Dockerfile.train -t supportlm-train:$(VERSION) .
-	$(if $(DRY_RUN),@echo ,)docker build -f docker/Dockerfile.serve -t supportlm-serve:$(VERSION) .
 
 profile: setup
 ifneq ($(PROFILE),)
@@ -108,7 +123,7 @@ gpu-check-wheels:  ## the wheels gpu-check carries to a GPU host without network
 	bash scripts/gpu_check_wheels.sh
 
 # Tests ---------------------------------------------------------------------------------
-.PHONY: test test-unit test-data test-integration
+.PHONY: test test-unit test-data test-integration test-docker
 test: setup  ## every test tier except GPU-only ones (what CI runs)
 	$(BIN)/python -m pytest -m "not gpu" tests
 
@@ -117,6 +132,9 @@ test-unit: setup  ## fast unit tier
 
 test-data: setup  ## checks on the real Bitext sample and the pipeline's own outputs
 	$(BIN)/python -m pytest tests/data
+
+test-docker: setup  ## the docker tier: build the serving image, run it, check the contract (needs a Docker engine)
+	$(BIN)/python -m pytest tests/docker
 
 test-integration: setup  ## DVC / stage runs on tiny data
 	$(BIN)/python -m pytest tests/integration

