@@ -108,6 +108,13 @@ def describe_exit(returncode: int | None) -> str:
     return f"killed by {sig.name} ({meaning})"
 
 
+def signal_fix(returncode: int | None) -> str:
+    """The fix for a child killed by a signal (SIGNAL_MEANINGS), or "" for exits and unknown signals."""
+    if returncode is None or returncode >= 0:
+        return ""
+    return SIGNAL_MEANINGS.get(-returncode, ("", ""))[1]
+
+
 class ChildCrashed(SupportLMError):
     """A child process (native binary or isolated step) died from a signal."""
 
@@ -116,7 +123,7 @@ class ChildCrashed(SupportLMError):
     def __init__(self, what: str, returncode: int, tail: str = "") -> None:
         self.what, self.returncode = what, returncode
         self.signal = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else None
-        fix = SIGNAL_MEANINGS.get(signal.Signals(-returncode), ("", ""))[1] if self.signal else ""
+        fix = signal_fix(returncode)
         lines = [f"{what} {describe_exit(returncode)}."]
         if fix:
             lines.append(f"Fix: {fix}.")
@@ -188,4 +195,5 @@ __all__ = [
     "cpu_info",
     "describe_exit",
     "run_in_child",
+    "signal_fix",
 ]

@@ -601,12 +601,11 @@ def hardware_info(threads: int, parallel: int, load_before: tuple[float, ...]) -
         llama_ver, locust_ver = version("llama_cpp_python"), version("locust")
     except Exception:  # noqa: BLE001 - informational only
         llama_ver = locust_ver = "unknown"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "device": "cpu",
         "cpu": cpu["model"],
         "isa": cpu["isa"],
-        "cores": cores,
+        "cores": cpu["cores"],
         "memory_gb": mem_gb,
         "gpu": None,
         "platform": platform.platform(),

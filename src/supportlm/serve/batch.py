@@ -181,6 +181,7 @@ class GGUFEngine:
             seed=0,
         )
         self.load_s = time.perf_counter() - t0
+        self._lib = llama_cpp  # is_eog runs once per token: no per-token lookup
         self.tokenizer = tokenizer  # optional HF tokenizer: identical prompt ids to the HF engine
         self._formatter: Any = None
 
@@ -209,9 +210,7 @@ class GGUFEngine:
         return ids[-max_tokens:] if max_tokens and len(ids) > max_tokens else ids
 
     def is_eog(self, token: int) -> bool:
-        from supportlm.llamacpp import binding
-
-        return bool(binding().llama_vocab_is_eog(self.llm._model.vocab, token))
+        return bool(self._lib.llama_vocab_is_eog(self.llm._model.vocab, token))
 
     def generate_one(self, prompt: list[int], max_new_tokens: int = 128) -> Generation:
         out: list[int] = []

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.errors import ConfigError, MissingDependencyError, SupportLMError
-from supportlm.runtime import SIGNAL_MEANINGS, describe_exit
+from supportlm.runtime import describe_exit, signal_fix
 from supportlm.serve.engines import Engine, engine_from_settings
 from supportlm.serve.logging import JsonFormatter
 from supportlm.serve.settings import ServeSettings, default_threads, load_settings, resolve_model
@@ -201,7 +201,7 @@ class EngineProcess:
                         await asyncio.wait_for(self._pump, 2.0)
                 rc = self.proc.returncode if self.proc else None
                 last = "\n  ".join(list(self.tail)[-15:]) or "(no output)"
-                fix = SIGNAL_MEANINGS.get(-rc, ("", ""))[1] if rc is not None and rc < 0 else ""
+                fix = signal_fix(rc)
                 raise EngineStartError(
                     f"engine {self.cmd[0]} {describe_exit(rc)} before it was ready"
                     + (f".\nFix: {fix}" if fix else "")
@@ -234,7 +234,7 @@ class EngineProcess:
                 backoff, self.failures = self.backoff_s, 0
             how = describe_exit(rc)
             if self.failures >= self.max_restarts:
-                fix = SIGNAL_MEANINGS.get(-rc, ("", ""))[1] if rc < 0 else ""
+                fix = signal_fix(rc)
                 self.gave_up = True
                 log.error(
                     "engine %s %s again after %d restarts in a row; not restarting it (/readyz: engine_down)%s",
