@@ -35,17 +35,21 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 # Pipeline ------------------------------------------------------------------------------
-.PHONY: all profile repro dag push pull data-bench gpu-run docker-build
-ifeq ($(PROFILE),gpu)
-all: setup gpu-run  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu; gpu runs each stage in docker, DRY_RUN=1 prints)
+# DOCKER=1 (implied by PROFILE=gpu): every stage in the training image; the host needs only make and Docker.
+.PHONY: all profile repro dag push pull data-bench docker-all
+ifneq ($(DOCKER)$(filter gpu,$(PROFILE)),)
+all: docker-all
 else
-all: setup llama-tools profile repro  ## setup + the whole DVC pipeline (PROFILE=smoke|gpu|cpu; gpu runs each stage in docker, DRY_RUN=1 prints)
+all: setup llama-tools profile repro  ## setup + the whole DVC pipeline (PROFILE=smoke|cpu|gpu; DOCKER=1: in containers, as PROFILE=gpu always is)
 endif
 
-gpu-run: setup  ## every stage inside docker/Dockerfile.train (DRY_RUN=1 prints the exact docker commands)
-	$(BIN)/supportlm docker-run --profile gpu $(if $(DRY_RUN),--dry-run)
+docker-all: docker-build-train  ## every stage in the training image, in graph order (DRY_RUN=1 prints the plan)
+	PROFILE=$(PROFILE) DRY_RUN=$(DRY_RUN) bash scripts/docker_all.sh $(TRAIN_IMAGE)
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+TRAIN_IMAGE := supportlm-train:$(VERSION)
+SERVE_IMAGE := supportlm-serve:$(VERSION)
+LLAMA_IMAGE := supportlm-llama:$(VERSION)
 # Images: every Dockerfile takes its base as BASE_IMAGE (default: the public Debian image pinned in the
 # Dockerfile). No registry reachable? `make base-image` builds the same distribution from Debian packages and
 # the builds use it. CA_BUNDLE reaches apt/pip inside the build as a BuildKit secret (never in a layer).
@@ -53,17 +57,30 @@ LOCAL_BASE   := supportlm-base:bookworm
 CA_BUNDLE    ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma        := ,
 CA_SECRET     = $(if $(CA_BUNDLE),--secret id=ca$(comma)src=$(CA_BUNDLE))
-.PHONY: base-image docker-build-serve
+BASE          = $${BASE_IMAGE:-$$(bash scripts/docker_base.sh docker/Dockerfile.llama $(LOCAL_BASE))}
+DOCKER_BUILD  = base="$(BASE)" && bash scripts/docker_build.sh $(CA_SECRET) --build-arg BASE_IMAGE="$$base" \
+                --build-arg LLAMA_IMAGE=$(LLAMA_IMAGE)
+.PHONY: base-image docker-build docker-build-llama docker-build-serve docker-build-train docker-build-prometheus lock-image
 base-image:  ## the Debian bookworm base from Debian packages (debootstrap), for hosts that cannot pull the pinned one
 	bash scripts/base_image.sh $(LOCAL_BASE)
 
-docker-build-serve:  ## build the serving image (gateway + llama-server); BASE_IMAGE=... to override the base
-	base="$${BASE_IMAGE:-$$(bash scripts/docker_base.sh docker/Dockerfile.serve $(LOCAL_BASE))}" && \
-	bash scripts/docker_build.sh $(CA_SECRET) --build-arg BASE_IMAGE="$$base" \
-	  -f docker/Dockerfile.serve -t supportlm-serve:$(VERSION) .
+docker-build-llama:  ## llama.cpp built once for both images (x86-64-v3, never AMX); BASE_IMAGE=... to override the base
+	$(DOCKER_BUILD) -f docker/Dockerfile.llama -t $(LLAMA_IMAGE) .
 
-docker-build: docker-build-serve  ## build the training (CUDA) and serving images
-	$(if $(DRY_RUN),@echo ,)docker build -f docker/Dockerfile.train -t supportlm-train:$(VERSION) .
+docker-build-serve: docker-build-llama  ## the serving image (gateway + llama-server, non-root)
+	$(DOCKER_BUILD) -f docker/Dockerfile.serve -t $(SERVE_IMAGE) .
+
+docker-build-train: docker-build-llama  ## the training image (every stage; CPU here, CUDA on a GPU host; ~7 GB)
+	$(DOCKER_BUILD) -f docker/Dockerfile.train -t $(TRAIN_IMAGE) .
+
+PROM_IMAGE := supportlm-prometheus:$(VERSION)
+docker-build-prometheus:  ## Prometheus for the compose stack, from Debian's package (its config checked by promtool)
+	$(DOCKER_BUILD) -f docker/Dockerfile.prometheus -t $(PROM_IMAGE) docker
+
+docker-build: docker-build-serve docker-build-train docker-build-prometheus  ## every image
+
+lock-image:  ## regenerate requirements/lock-train-image.txt (the training image's hashed lock) in the image's base
+	base="$(BASE)" && bash scripts/lock_image.sh "$$base" $(CA_BUNDLE)
 
 profile: setup
 ifneq ($(PROFILE),)
@@ -106,11 +123,15 @@ endif
 	$(BIN)/dvc repro --force --single-item bench
 	$(BIN)/dvc repro --force --single-item report
 
+containers-report: setup  ## image sizes/build times, make all DOCKER=1 PROFILE=smoke vs host, compose ready -> reports/containers.json (COLD=1: prune the build cache first)
+	$(BIN)/supportlm containers-report $(if $(COLD),--cold)
+	$(BIN)/dvc repro --force --single-item report
+
 report: setup  ## reports/index.{md,html} from every stage's JSON (forced: sweep/human-eval/data-bench files are not deps)
 	$(BIN)/dvc repro --force --single-item report
 
 # Serving -------------------------------------------------------------------------------
-.PHONY: serve llama-tools mlflow-ui sweep bench report
+.PHONY: serve llama-tools mlflow-ui sweep bench report containers-report
 serve: setup  ## gateway + llama-server on the fine-tuned q4_k_m (needs SUPPORTLM_API_KEYS=id:key)
 	$(BIN)/supportlm serve
 
@@ -133,7 +154,7 @@ test-unit: setup  ## fast unit tier
 test-data: setup  ## checks on the real Bitext sample and the pipeline's own outputs
 	$(BIN)/python -m pytest tests/data
 
-test-docker: setup  ## the docker tier: build the serving image, run it, check the contract (needs a Docker engine)
+test-docker: setup  ## the docker tier: build the images, DOCKER=1 smoke vs host, compose stack, serving contract (needs a Docker engine)
 	$(BIN)/python -m pytest tests/docker
 
 test-integration: setup  ## DVC / stage runs on tiny data

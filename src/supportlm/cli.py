@@ -240,18 +240,54 @@ def batch_cmd(
     out.print_json(json.dumps(summary, default=str))
 
 
-@app.command("docker-run")
-def docker_run_cmd(
-    profile: Annotated[str, typer.Option(help="profile whose stages run in containers (gpu)")] = "gpu",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the exact commands, run nothing")] = False,
+@app.command("docker-plan")
+def docker_plan_cmd(
+    root: Annotated[Path, typer.Option(help="the checkout as the host sees it (mounted at /workspace)")],
+    uid: Annotated[int, typer.Option(help="the caller's uid: stages run as it")],
+    gid: Annotated[int, typer.Option(help="the caller's gid")],
+    hf_home: Annotated[Path, typer.Option(help="the host's HF cache folder (mounted at /cache/huggingface)")],
+    profile: Annotated[str | None, typer.Option(help="profile applied first (smoke|cpu|gpu; none: params.yaml as is)")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="the host has a GPU: stages get --gpus all")] = False,
+    image: Annotated[str | None, typer.Option(help="training image (default supportlm-train:<version>)")] = None,
 ) -> None:
-    """Run every DVC stage in the pinned CUDA image (docker/Dockerfile.train), in graph order."""
-    from supportlm.docker_plan import run
+    """Print the container plan (`label<TAB>shell line` per step) that scripts/docker_all.sh runs on the host."""
+    from supportlm.docker_plan import IMAGE, Host, plan, render
 
-    lines = guarded(lambda: run(profile, dry_run))
-    if dry_run:
-        for line in lines:
-            print(line)
+    host = Host(root=root, uid=uid, gid=gid, hf_home=hf_home, gpu=gpu)
+    sys.stdout.write(guarded(lambda: render(plan(profile, host, image or IMAGE))))
+
+
+@app.command("wait-url")
+def wait_url_cmd(
+    url: str,
+    timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 600.0,
+) -> None:
+    """Wait until `url` answers 2xx (an engine loading its weights); exit 1 naming the URL on timeout."""
+    from supportlm.runtime import wait_http
+
+    guarded(lambda: wait_http(url, timeout))
+
+
+@app.command("containers-report")
+def containers_report_cmd(
+    cold: Annotated[bool, typer.Option("--cold", help="prune BuildKit's cache first to time cold builds (~20 min)")] = False,
+    smoke: Annotated[bool, typer.Option(help="time make all DOCKER=1 PROFILE=smoke against the host")] = True,
+    compose: Annotated[bool, typer.Option(help="time the compose stack to ready")] = True,
+    report: Annotated[Path, typer.Option(help="where to write")] = Path("reports/containers.json"),
+) -> None:
+    """Image sizes, build times, the smoke pipeline in containers vs the host, compose time to ready."""
+    import tempfile
+
+    from supportlm.bench.containers import measure, write_report
+
+    def go() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="supportlm-containers-") as tmp:
+            record = measure(Path.cwd(), Path(sys.executable).parent, Path(tmp), cold=cold, smoke=smoke, compose=compose)
+        write_report(report, record)
+        return record
+
+    result = guarded(go)
+    out.print_json(json.dumps({k: v for k, v in result.items() if k != "comparison"}, default=str))
 
 
 @app.command("serve")

@@ -1,17 +1,21 @@
-"""The GPU profile's execution plan: every DVC stage, in graph order, inside the pinned CUDA image.
+"""The container execution plan: every DVC stage, in graph order, inside the training image.
 
-`make all PROFILE=gpu` runs it; `DRY_RUN=1` prints the exact commands instead. Stages run one
-by one with `dvc repro --single-item <stage>` so a failure names its stage and a rerun
-resumes there. The host's uid/gid own the files written to the mounted repo, the HF token
-is passed by *name* from the host environment (never its value, never baked in), and the
-HF cache is a mounted volume so 7B weights are downloaded once.
+`make all DOCKER=1 [PROFILE=...]` (and `make all PROFILE=gpu`) run it through scripts/docker_all.sh,
+which needs only Docker on the host: the plan is computed *inside* the image (this module) and printed
+as one `label<TAB>shell line` per step, which the host script runs one by one. Stages run with
+`dvc repro --single-item <stage>` so a failure names its stage and a rerun resumes there (finished
+stages are up to date in dvc.lock). The same plan serves every profile; GPU flags are added only when
+the host has a GPU, so the GPU profile's plan is exercised on a CPU host too.
+
+Each stage runs as the caller (`--user uid:gid`: files on the mounted checkout are theirs), on the
+checkout's own code (mounted at /workspace; the image's PYTHONPATH points there), with the HF token
+passed by *name* (never its value) and the HF cache mounted so base weights are downloaded once.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
+from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from pathlib import Path
 
@@ -21,10 +25,27 @@ from supportlm import __version__
 from supportlm.errors import ConfigError
 
 IMAGE = f"supportlm-train:{__version__}"
+# the bench stage of the GPU profile measures TGI (profiles/gpu.yaml: serve.engine.url = TGI's host port)
+# serving the merge stage's model: TGI starts after merge and is removed after the bench
+TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.2"
+TGI_CONTAINER = "supportlm-tgi"
+TGI_PORT = 8080
+TGI_READY_TIMEOUT_S = 1200  # a 7B model's weights load before /health answers
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the host script knows and the container does not: paths, ids, whether a GPU is there."""
+
+    root: Path  # the checkout, as the host sees it (mounted at /workspace)
+    uid: int
+    gid: int
+    hf_home: Path  # the host's HF cache (created by the host script, so not root-owned)
+    gpu: bool = False
 
 
 def stage_order(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
-    """Stages sorted so that each comes after the stages whose outs it depends on."""
+    """Stages sorted so that each comes after the stages whose outs it depends on (ties: dvc.yaml order)."""
     stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
     outs: dict[str, str] = {}
     for name, st in stages.items():
@@ -38,8 +59,7 @@ def stage_order(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
                 if producer != name and (dep == out_path or dep.startswith(out_path.rstrip("/") + "/")):
                     deps.add(producer)
         graph[name] = deps
-    order = list(TopologicalSorter(graph).static_order())
-    # ties in static_order follow insertion order only loosely: make it stable by dvc.yaml order
+    TopologicalSorter(graph).prepare()  # raises CycleError on a cycle
     position = {n: i for i, n in enumerate(stages)}
     ranked: list[str] = []
     remaining = dict(graph)
@@ -47,54 +67,68 @@ def stage_order(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
         ready = sorted((n for n, d in remaining.items() if not d - set(ranked)), key=position.__getitem__)
         ranked.append(ready[0])
         remaining.pop(ready[0])
-    assert set(ranked) == set(order)
     return ranked
 
 
-def docker_run(stage: str, root: Path, image: str = IMAGE, gpus: str = "all", network: str | None = None) -> list[str]:
-    hf_cache = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+def docker_run(host: Host, args: list[str], image: str = IMAGE, *, network: str | None = None,
+               offline: bool = True) -> list[str]:
+    """`docker run` of `args` in the training image, as the caller, on the mounted checkout."""
     return [
         "docker", "run", "--rm",
-        "--gpus", gpus,
+        *(["--gpus", "all"] if host.gpu else []),
         *(["--network", network] if network else []),
         "--ipc=host",  # PyTorch dataloader workers need more than Docker's 64 MB /dev/shm
-        "--user", f"{os.getuid()}:{os.getgid()}",
-        "-v", f"{root.resolve()}:/workspace",
-        "-v", f"{hf_cache}:/cache/huggingface",
+        "--user", f"{host.uid}:{host.gid}",
+        "-v", f"{host.root}:/workspace",
+        "-v", f"{host.hf_home}:/cache/huggingface",
         "-e", "HF_TOKEN",  # by name: docker copies the host's value, the command line never shows it
-        "-e", "HOME=/tmp",
-        "-e", "DVC_NO_ANALYTICS=1",
+        *(["-e", "HF_HUB_OFFLINE=1", "-e", "HF_DATASETS_OFFLINE=1"] if offline else []),
         "-w", "/workspace",
         image,
-        "repro", "--single-item", stage,
+        *args,
     ]  # fmt: skip
 
 
-COMPOSE = ["docker", "compose", "-f", "docker/compose.yaml", "--profile", "gpu"]
-# the bench stage measures TGI (profiles/gpu.yaml: serve.engine.url = TGI's host port) serving the
-# merge stage's model, so TGI starts after merge has written models/merged and stops after the bench
-TGI_UP = [*COMPOSE, "up", "--detach", "--wait", "tgi"]
-TGI_DOWN = [*COMPOSE, "stop", "tgi"]
+def tgi_steps(host: Host, image: str) -> tuple[list[tuple[str, str]], tuple[str, str]]:
+    """(steps that start TGI on models/merged and wait for it, the step that removes it)."""
+    remove = f"docker rm --force {TGI_CONTAINER} >/dev/null 2>&1 || true"
+    start = [
+        "docker", "run", "--detach", "--name", TGI_CONTAINER, "--gpus", "all", "--shm-size", "1g",
+        "-p", f"127.0.0.1:{TGI_PORT}:80",
+        "-v", f"{host.root}/models/merged:/data/merged:ro",
+        TGI_IMAGE, "--model-id", "/data/merged", "--max-input-tokens", "2048", "--max-total-tokens", "4096",
+    ]  # fmt: skip
+    wait = docker_run(host, ["python", "-m", "supportlm", "wait-url", f"http://127.0.0.1:{TGI_PORT}/health",
+                             "--timeout", str(TGI_READY_TIMEOUT_S)], image, network="host")
+    return [("tgi", remove), ("tgi", shlex.join(start)), ("tgi", shlex.join(wait))], ("tgi", remove)
 
 
-def plan(profile: str, root: Path = Path("."), image: str = IMAGE) -> list[list[str]]:
-    if profile != "gpu":
-        raise ConfigError(f"docker plan: only PROFILE=gpu runs stages in containers. Given: {profile}")
-    cmds = [["supportlm", "params", "apply-profile", profile]]
-    for stage in stage_order(root / "dvc.yaml"):
-        if stage == "bench":
-            # host network: the bench reaches TGI on 127.0.0.1 and serves its gateway there, as on the host
-            cmds += [TGI_UP, docker_run(stage, root, image, network="host"), TGI_DOWN]
+def plan(profile: str | None, host: Host, image: str = IMAGE, dvc_yaml: Path = Path("dvc.yaml")) -> list[tuple[str, str]]:
+    """The steps as (label, shell line): the profile overlay, then one container per stage."""
+    if profile == "gpu" and not host.gpu:
+        raise ConfigError(
+            "PROFILE=gpu: no GPU on this host (nvidia-smi finds none, or Docker has no NVIDIA runtime). "
+            "Fix: run it on a GPU host with the NVIDIA container toolkit, or use PROFILE=smoke|cpu here"
+        )
+    online = profile == "gpu"  # the GPU profile downloads its base model; every other profile is offline
+    steps: list[tuple[str, str]] = []
+    if profile:
+        steps.append(("profile", shlex.join(docker_run(host, ["python", "-m", "supportlm", "params", "apply-profile",
+                                                              profile], image, offline=not online))))
+    for stage in stage_order(dvc_yaml):
+        run = docker_run(host, ["dvc", "repro", "--single-item", stage], image,
+                         network="host" if stage == "bench" and profile == "gpu" else None, offline=not online)
+        if stage == "bench" and profile == "gpu":
+            start, stop = tgi_steps(host, image)
+            steps += [*start, (stage, shlex.join(run)), stop]
         else:
-            cmds.append(docker_run(stage, root, image))
-    return cmds
+            steps.append((stage, shlex.join(run)))
+    return steps
 
 
-def run(profile: str, dry_run: bool, root: Path = Path(".")) -> list[str]:
-    lines = [shlex.join(c) for c in plan(profile, root)]
-    if dry_run:
-        return lines
-    for cmd, line in zip(plan(profile, root), lines, strict=True):
-        print(f"+ {line}", flush=True)
-        subprocess.run(cmd, check=True)
-    return lines
+def render(steps: list[tuple[str, str]]) -> str:
+    """One `label<TAB>shell line` per step: what scripts/docker_all.sh reads (the host has no Python)."""
+    for label, line in steps:
+        if "\t" in label or "\n" in line or "\t" in line:
+            raise ConfigError(f"docker plan: step {label!r} cannot be written as one line: {line!r}")
+    return "".join(f"{label}\t{line}\n" for label, line in steps)

@@ -5,7 +5,7 @@
 
 Reads (each optional; a missing file makes its section say "not run yet"): reports/ingest.json,
 clean.json, split.json, format.json, data_quality.json, data_scaling.json, train.json, sweep.json,
-eval.json, human_eval.json (+ human_eval_sheet.csv/.html), quantization.json, bench.json; the plots
+eval.json, human_eval.json (+ human_eval_sheet.csv/.html), quantization.json, bench.json, containers.json; the plots
 under reports/plots/<stage>/; params.yaml and dvc.lock for lineage. Computes nothing new: every number
 is copied from a JSON file; targets are the stages' own `targets` lists, plus the documented goals
 (train speedup >= 1.5x, fine-tuned beats base, no leaked split groups) checked against the value the
@@ -588,6 +588,46 @@ def render_html(title: str, sections: list[Section], reports: Path, embed_images
 # ---------------------------------------------------------------- the stage
 
 
+def section_containers(reports: Path, max_rows: int) -> Section:
+    c = load_json(reports / "containers.json")
+    title = "Containers"
+    if c is None:
+        return Section("containers", title, not_run("make containers-report", "reports/containers.json"), ran=False)
+    if "_error" in c:
+        return Section("containers", title, [Para(c["_error"])])
+    blocks: list[Block] = []
+    images = [i for i in c.get("images", []) if isinstance(i, dict)]
+    if images:
+        blocks.append(Table(["image", "base", "size (MB)", "build cold (s)", "build warm (s)"],
+                            [[i.get("name", "?"), i.get("base", "?"), num((i.get("size_bytes") or 0) / 1e6, ",.0f"),
+                              num(i.get("build_cold_s")), num(i.get("build_warm_s"))] for i in images],
+                            align_right={2, 3, 4},
+                            note="make docker-build-<name>; cold = BuildKit cache pruned first (the base image kept)"))  # fmt: skip
+    d, h = c.get("docker_smoke_s"), c.get("host_smoke_s")
+    if isinstance(d, (int, float)) and isinstance(h, (int, float)) and h > 0:
+        text = (f" make all DOCKER=1 PROFILE=smoke {num(d)} s, the same on the host {num(h)} s: "
+                f"containers/host = {d / h:.2f}x (one run each, same machine).")
+        blocks.append(Para([Strong("Smoke pipeline:"), text]))
+    cmp_ = c.get("comparison") or {}
+    data = cmp_.get("data_stages") or {}
+    if data:
+        same = [k for k, v in data.items() if v.get("equal")]
+        blocks.append(Para(f"Data outputs byte-equal to the host run: {len(same)}/{len(data)} stages ({', '.join(same)})."))
+    metrics = cmp_.get("metrics") or []
+    if metrics:
+        blocks.append(Table(["metric", "host", "containers", "|diff|", "tolerance", "within"],
+                            [[f"{m['file']}: {m['key']}", num(m.get("host")), num(m.get("containers")),
+                              num(m.get("abs_diff"), ".2g"), num(m.get("tolerance")), num(m.get("within"))]
+                             for m in metrics], align_right={1, 2, 3, 4}))  # fmt: skip
+    if isinstance(c.get("compose_ready_s"), (int, float)):
+        blocks.append(Para(f"Compose stack (cpu profile: gateway, engine, Prometheus) ready in {num(c['compose_ready_s'])} s."))
+    cpu = c.get("cpu") or {}
+    if cpu:
+        blocks.append(Para(f"Machine: {cpu.get('model', '?')}, {cpu.get('cores', '?')} cores, "
+                           f"{', '.join(cpu.get('isa', [])) or 'ISA unknown'}."))  # fmt: skip
+    return Section("containers", title, blocks)
+
+
 SECTION_BUILDERS = {  # builder -> (key, title) when it fails
     section_data: ("data", "Data quality"),
     section_train: ("train", "Training"),
@@ -596,6 +636,7 @@ SECTION_BUILDERS = {  # builder -> (key, title) when it fails
     section_human: ("human", "Human evaluation"),
     section_quant: ("quant", "Quantization"),
     section_bench: ("bench", "Serving benchmark"),
+    section_containers: ("containers", "Containers"),
 }
 
 

@@ -10,6 +10,8 @@ Imports nothing from supportlm but `errors`; every other module may import it.
 - `run_in_child()`: run a function in a spawned process so that a crash in native code (llama.cpp
   through its Python binding) becomes a `ChildCrashed` error naming the step, the signal and the
   fix, instead of taking down the stage or the whole pytest run.
+- `wait_http()`: wait for a server started in another process or container (an engine loading
+  its weights) with a bounded loop, failing with the URL and the last answer.
 """
 
 from __future__ import annotations
@@ -186,6 +188,29 @@ def run_in_child(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
     raise ChildError(f"{what} failed in its child process:\n{text}")
 
 
+def wait_http(url: str, timeout_s: float, interval_s: float = 2.0) -> float:
+    """Poll `url` until it answers 2xx; return the seconds waited. ChildError naming the URL on timeout."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    t0 = time.monotonic()
+    last = "no answer yet"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=max(1.0, interval_s)) as resp:
+                if 200 <= resp.status < 300:
+                    return time.monotonic() - t0
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        if time.monotonic() - t0 >= timeout_s:
+            raise ChildError(f"{url} did not answer 2xx within {timeout_s:.0f} s (last: {last})")
+        time.sleep(interval_s)
+
+
 __all__ = [
     "ISA_FLAGS",
     "SIGNAL_MEANINGS",
@@ -196,4 +221,5 @@ __all__ = [
     "describe_exit",
     "run_in_child",
     "signal_fix",
+    "wait_http",
 ]

@@ -114,7 +114,7 @@ def render(root: Path, **kw: object) -> dict:
 
 
 SECTIONS = ("Targets", "Data quality", "Training", "Hyperparameter sweep", "Evaluation", "Human evaluation",
-            "Quantization", "Serving benchmark", "Lineage")  # fmt: skip
+            "Quantization", "Serving benchmark", "Containers", "Lineage")  # fmt: skip
 
 
 def _section(md: str, title: str) -> str:
@@ -131,7 +131,8 @@ def test_every_section_is_rendered(tmp_path: Path) -> None:
         assert f"<h2>{title}</h2>" in page
     # sweep.json is the one missing file
     assert out["sections"] == {"targets": "ok", "data": "ok", "train": "ok", "sweep": "not run yet", "eval": "ok",
-                               "human": "ok", "quant": "ok", "bench": "ok", "lineage": "ok"}  # fmt: skip
+                               "human": "ok", "quant": "ok", "bench": "ok", "containers": "not run yet",
+                               "lineage": "ok"}  # fmt: skip
     assert "Not run yet" in _section(md, "Hyperparameter sweep")
     # numbers are copied, not recomputed
     assert "| best step | 60 |" in md and "| speedup vs baseline | 1.75x |" in md
@@ -143,6 +144,24 @@ def test_every_section_is_rendered(tmp_path: Path) -> None:
     lineage = _section(md, "Lineage")
     assert "434231ff36f00429add2ad96bc52ab57.dir" in lineage and "reports/ingest.json" not in lineage
     assert "`bbb222`" in lineage and "split:" in lineage
+
+
+def test_containers_section_copies_the_measured_numbers(tmp_path: Path) -> None:
+    make_reports(tmp_path)
+    (tmp_path / "reports/containers.json").write_text(json.dumps({
+        "images": [{"name": "supportlm-train:0.1.0", "base": "supportlm-base:bookworm", "size_bytes": 7_123_000_000,
+                    "build_cold_s": 412.5, "build_warm_s": 1.25}],
+        "docker_smoke_s": 300.0, "host_smoke_s": 240.0, "compose_ready_s": 9.5,
+        "comparison": {"data_stages": {"ingest": {"equal": True}, "split": {"equal": True}},
+                       "metrics": [{"file": "reports/train.json", "key": "best_val_loss", "host": 2.5, "containers": 2.5001,
+                                    "abs_diff": 1e-4, "tolerance": 1e-3, "within": True}]},
+        "cpu": {"model": "Test CPU", "cores": 2, "isa": ["avx2"]}}))  # fmt: skip
+    out = render(tmp_path)
+    assert out["sections"]["containers"] == "ok"
+    md = _section((tmp_path / "reports/index.md").read_text(), "Containers")
+    assert "| supportlm-train:0.1.0 | supportlm-base:bookworm | 7,123 | 412.5 | 1.25 |" in md
+    assert "containers/host = 1.25x" in md and "2/2 stages" in md and "ready in 9.5 s" in md
+    assert "Test CPU, 2 cores, avx2" in md
 
 
 def test_missing_json_sections_say_not_run_yet(tmp_path: Path) -> None:
