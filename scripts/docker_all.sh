@@ -35,8 +35,9 @@ meaning() {
     134) echo "killed by signal SIGABRT (aborted: a native library failed an internal check)";;
     137) echo "killed by SIGKILL (often the kernel's out-of-memory killer: give the container more memory)";;
     139) echo "killed by signal SIGSEGV (segmentation fault in native code)";;
-    *) if [ "$rc" -gt 128 ]; then echo "killed by signal SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128)))";
-       else echo "exit status $rc (the stage's error is above)"; fi;;
+    *) local sig=""
+       if [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then sig=$(kill -l $((rc - 128)) 2>/dev/null); fi
+       if [ -n "$sig" ]; then echo "killed by signal SIG$sig"; else echo "exit status $rc (the stage's error is above)"; fi;;
   esac
 }
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import grp
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +25,16 @@ CALLER = (1234, 1234)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def runs(tmp_path_factory) -> Iterator[dict]:
     host = project_copy(ROOT, tmp_path_factory.mktemp("host"))
-    box = project_copy(ROOT, tmp_path_factory.mktemp("containers"))
+    # not under pytest's tmp (mode 700, root's): the non-root caller must reach it
+    box = project_copy(ROOT, Path(tempfile.mkdtemp(prefix="supportlm-docker-smoke-")))
     # as a non-root caller when the tests run as root, so that ownership of the outputs means something
     caller = CALLER if os.getuid() == 0 else None
     docker_s = run_in_containers(box, as_user=caller)  # builds (or reuses) the image first, as a user's make does
     host_s = run_host(host, BIN)
-    return {"host": host, "box": box, "docker_s": docker_s, "host_s": host_s}
+    yield {"host": host, "box": box, "docker_s": docker_s, "host_s": host_s}
+    shutil.rmtree(box, ignore_errors=True)
 
 
 def test_every_stage_ran_in_containers_and_matches_the_host(runs) -> None:

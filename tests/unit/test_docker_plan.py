@@ -149,7 +149,7 @@ def test_host_script_runs_the_steps_and_stops_at_a_failed_stage_with_the_fix(tmp
 
 
 @pytest.mark.parametrize(("rc", "meaning"), [("125", "docker could not start the container"),
-                                             ("3", "exit status 3"), ("132", "killed by signal SIGILL (illegal instruction")])
+                                             ("3", "exit status 3"), ("255", "exit status 255"), ("143", "killed by signal SIGTERM"), ("132", "killed by signal SIGILL (illegal instruction")])
 def test_host_script_names_what_an_exit_status_means(tmp_path, rc, meaning):
     res = _run_host_script(tmp_path, "train\\tdocker run --rm img train\\n", FAKE_RC_train=rc)
     assert res.returncode == 1 and f"stage 'train' failed: {meaning}" in res.stderr

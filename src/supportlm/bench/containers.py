@@ -114,10 +114,16 @@ def _dig(data: dict[str, Any], dotted: str) -> Any:
 
 
 def compare_runs(host: Path, box: Path) -> dict[str, Any]:
-    """Data outputs by their dvc.lock md5 (byte-equal or not) and model metrics with their deltas."""
+    """Data outputs by their dvc.lock md5 (byte-equal or not) and model metrics with their deltas.
+
+    A stage's reports/*.json are left out of the byte comparison: they record wall times and the machine.
+    """
     a, b = _lock_outs(host), _lock_outs(box)
-    data = {stage: {"equal": a.get(stage) == b.get(stage), "outs": sorted(a.get(stage, {}))}
-            for stage in DATA_STAGES if stage in a}  # fmt: skip
+    data = {}
+    for stage in DATA_STAGES:
+        outs = {p: a[stage][p] == b.get(stage, {}).get(p) for p in a.get(stage, {}) if not p.startswith("reports/")}
+        if outs:
+            data[stage] = {"equal": all(outs.values()), "outs": outs}
     metrics = []
     for file, key, tol in METRIC_TOLERANCES:
         if not (host / file).is_file() or not (box / file).is_file():
