@@ -108,6 +108,9 @@ echo "$*" >> "$FAKE_LOG"
 case "$1" in
   info) exit "${FAKE_INFO_RC:-0}";;
   image) exit 0;;
+  version) echo 20.10.24;;
+  buildx) exit 1;;
+  build) exit "${FAKE_BUILD_RC:-0}";;
   run)
     for a in "$@"; do [ "$a" = docker-plan ] && { printf '%b' "$FAKE_PLAN"; exit 0; }; done
     last="${@: -1}"; rc_var="FAKE_RC_$last"; exit "${!rc_var:-0}";;
@@ -115,7 +118,7 @@ esac
 """
 
 
-HOST_TOOLS = ("bash", "dirname", "mkdir", "id", "grep", "cut")
+HOST_TOOLS = ("bash", "dirname", "mkdir", "id", "grep", "cut", "env")
 
 
 def _run_host_script(tmp_path: Path, plan_text: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -172,3 +175,16 @@ def test_host_script_needs_no_python(tmp_path):
     res = _run_host_script(tmp_path, "ingest\\tdocker run --rm img ingest\\n")
     assert res.returncode == 0, res.stderr
     assert shutil.which("python3", path=str(tmp_path / "bin")) is None
+
+
+def test_a_failed_image_build_names_the_dockerfile_and_how_to_resume(tmp_path):
+    _run_host_script(tmp_path, "")  # creates the fake docker on a minimal PATH
+    env = {"PATH": str(tmp_path / "bin"), "FAKE_LOG": str(tmp_path / "log"), "FAKE_BUILD_RC": "17"}
+    res = subprocess.run(["bash", str(ROOT / "scripts/docker_build.sh"), "-f", "docker/Dockerfile.train", "-t", "x", "."],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert res.returncode == 17 and "docker build of docker/Dockerfile.train failed (exit 17)" in res.stderr
+    assert "resumes at the failed step" in res.stderr
+    assert "build -f docker/Dockerfile.train -t x ." in (tmp_path / "log").read_text()
+    down = subprocess.run(["bash", str(ROOT / "scripts/docker_build.sh"), "-f", "docker/Dockerfile.serve", "."], cwd=ROOT,
+                          env={**env, "FAKE_INFO_RC": "1"}, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert down.returncode == 2 and "no Docker engine answers" in down.stderr and "Dockerfile.serve" in down.stderr
