@@ -615,7 +615,7 @@ def section_containers(reports: Path, max_rows: int) -> Section:
         blocks.append(Para(f"Data outputs byte-equal to the host run: {len(same)}/{len(data)} stages ({', '.join(same)})."))
     metrics = cmp_.get("metrics") or []
     if metrics:
-        blocks.append(Table(["metric", "host", "containers", "|diff|", "tolerance", "within"],
+        blocks.append(Table(["metric", "host", "containers", "abs. difference", "tolerance", "within"],
                             [[f"{m['file']}: {m['key']}", num(m.get("host")), num(m.get("containers")),
                               num(m.get("abs_diff"), ".2g"), num(m.get("tolerance")), num(m.get("within"))]
                              for m in metrics], align_right={1, 2, 3, 4}))  # fmt: skip
