@@ -84,6 +84,5 @@ def test_no_image_of_ours_holds_the_build_ca_or_a_token(image: str) -> None:
         for text in (history, inspect.stdout):
             assert "BEGIN CERTIFICATE" not in text and "HF_TOKEN=" not in text, name
             assert not any(line in text for line in ca_lines), name
-        assert "--mount=type=secret,id=ca" in history or "apt-get" not in history, name
         checked += 1
     assert checked >= 2  # at least the llama image and this one
