@@ -49,13 +49,19 @@ plan=$(docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/workspace" -w /works
 if [ -n "${DRY_RUN:-}" ]; then cut -f2- <<< "$plan"; exit 0; fi
 echo "docker-all: $(grep -c . <<< "$plan") steps in $IMAGE${PROFILE:+, profile $PROFILE}${gpu:+, with the GPU}"
 t_all=$SECONDS
+step=0
 while IFS=$'\t' read -r label line; do
+  step=$((step + 1))
   [ -n "$label" ] || continue
   echo "== [$label] $line"
   t0=$SECONDS
   bash -c "$line" </dev/null
   rc=$?
   if [ "$rc" -ne 0 ]; then
+    # steps labelled `cleanup` (stopping TGI) run even after a failure, so nothing outlives the run
+    awk -F'\t' -v from="$step" 'NR > from && $1 == "cleanup"' <<< "$plan" | while IFS=$'\t' read -r _ cleanup; do
+      echo "== [cleanup] $cleanup"; bash -c "$cleanup" </dev/null || true
+    done
     echo "docker-all: stage '$label' failed: $(meaning "$rc")." >&2
     echo "  command: $line" >&2
     echo "  fix the cause and rerun \`$again\`: finished stages are up to date in dvc.lock and are skipped, so the run resumes at '$label'." >&2

@@ -31,6 +31,8 @@ TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.2"
 TGI_CONTAINER = "supportlm-tgi"
 TGI_PORT = 8080
 TGI_READY_TIMEOUT_S = 1200  # a 7B model's weights load before /health answers
+# steps with this label also run when an earlier step failed (scripts/docker_all.sh): TGI never outlives the run
+CLEANUP = "cleanup"
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def tgi_steps(host: Host, image: str) -> tuple[list[tuple[str, str]], tuple[str,
     ]  # fmt: skip
     wait = docker_run(host, ["python", "-m", "supportlm", "wait-url", f"http://127.0.0.1:{TGI_PORT}/health",
                              "--timeout", str(TGI_READY_TIMEOUT_S)], image, network="host")
-    return [("tgi", remove), ("tgi", shlex.join(start)), ("tgi", shlex.join(wait))], ("tgi", remove)
+    return [("tgi", remove), ("tgi", shlex.join(start)), ("tgi", shlex.join(wait))], (CLEANUP, remove)
 
 
 def plan(profile: str | None, host: Host, image: str = IMAGE, dvc_yaml: Path = Path("dvc.yaml")) -> list[tuple[str, str]]:

@@ -5,7 +5,8 @@ is written, so a bad overlay never leaves a broken params.yaml behind. Mappings 
 by key; a list of mappings of the same length merges item by item (comments kept), any
 other list is replaced whole. profiles/cpu.yaml
 holds the CPU value of every key another profile sets, so `apply-profile cpu`
-restores the defaults exactly.
+restores the defaults exactly, and every profile is applied on top of it, so the
+result never depends on the profile applied before.
 """
 
 from __future__ import annotations
@@ -72,15 +73,23 @@ def load_overlay(name: str, profiles_dir: Path) -> dict[str, Any]:
 
 
 def apply_profile(name: str, params_path: Path = Path("params.yaml")) -> list[str]:
+    """Overlay profiles/<name>.yaml on the CPU defaults (profiles/cpu.yaml) and write params.yaml.
+
+    The defaults go first so the result does not depend on what was applied before: a GPU run after a
+    smoke run must not keep the smoke profile's 2 training steps for a key gpu.yaml does not set.
+    Returns the dotted keys whose value changed.
+    """
     params_path = Path(params_path)
     profiles_dir = params_path.parent / "profiles"
     y = _yaml()
     doc = y.load(params_path.read_text())
-    overlay = load_overlay(name, profiles_dir)
-    changed = merge(doc, overlay)
-    if doc.get("profile") != name:
-        doc["profile"] = name
-        changed.append("profile")
+    before = _flat_values(doc)
+    if name != "cpu":
+        merge(doc, load_overlay("cpu", profiles_dir))
+    merge(doc, load_overlay(name, profiles_dir))
+    doc["profile"] = name
+    after = _flat_values(doc)
+    changed = [k for k in after if after[k] != before.get(k)] + [k for k in before if k not in after]
     buf = io.StringIO()
     y.dump(doc, buf)
     text = buf.getvalue()
@@ -89,3 +98,17 @@ def apply_profile(name: str, params_path: Path = Path("params.yaml")) -> list[st
     tmp.write_text(text)
     tmp.replace(params_path)
     return changed
+
+
+def _flat_values(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: leaf value}; lists are leaves except lists of mappings (merged item by item)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flat_values(v, f"{prefix}{k}."))
+    elif isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        for i, x in enumerate(d):
+            out.update(_flat_values(x, f"{prefix}{i}."))
+    else:
+        out[prefix.rstrip(".")] = list(d) if isinstance(d, list) else d
+    return out

@@ -40,17 +40,17 @@ def test_gpu_plan_runs_every_stage_on_the_gpu_as_the_caller_and_keeps_secrets_ou
     steps = plan("gpu", _host(tmp_path, gpu=True), dvc_yaml=DVC_YAML)
     labels = [label for label, _ in steps]
     assert labels[0] == "profile" and "apply-profile gpu" in steps[0][1]
-    assert [x for x in labels if x not in ("profile", "tgi")] == stage_order(DVC_YAML)
+    assert [x for x in labels if x not in ("profile", "tgi", "cleanup")] == stage_order(DVC_YAML)
     # TGI serves models/merged for the bench stage: started (and waited for) after merge, removed after it
     bench = labels.index("bench")
-    assert labels[bench - 3: bench] == ["tgi", "tgi", "tgi"] and labels[bench + 1] == "tgi"
+    assert labels[bench - 3: bench] == ["tgi", "tgi", "tgi"] and labels[bench + 1] == "cleanup"
     assert bench > labels.index("merge")
     assert "--gpus all" in steps[bench - 2][1] and "/models/merged:/data/merged:ro" in steps[bench - 2][1]
     assert "wait-url http://127.0.0.1:8080/health" in steps[bench - 1][1]
     assert steps[bench + 1][1].startswith(f"docker rm --force {TGI_CONTAINER}")
     assert "--network host" in steps[bench][1]
     for label, line in steps:
-        if label == "tgi":
+        if label in ("tgi", "cleanup"):
             continue
         argv = shlex.split(line)
         assert argv[:3] == ["docker", "run", "--rm"] and "--gpus" in argv
@@ -118,7 +118,7 @@ esac
 """
 
 
-HOST_TOOLS = ("bash", "dirname", "mkdir", "id", "grep", "cut", "env")
+HOST_TOOLS = ("bash", "dirname", "mkdir", "id", "grep", "cut", "env", "awk")
 
 
 def _run_host_script(tmp_path: Path, plan_text: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -188,3 +188,13 @@ def test_a_failed_image_build_names_the_dockerfile_and_how_to_resume(tmp_path):
     down = subprocess.run(["bash", str(ROOT / "scripts/docker_build.sh"), "-f", "docker/Dockerfile.serve", "."], cwd=ROOT,
                           env={**env, "FAKE_INFO_RC": "1"}, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert down.returncode == 2 and "no Docker engine answers" in down.stderr and "Dockerfile.serve" in down.stderr
+
+
+def test_cleanup_steps_run_even_when_a_stage_fails(tmp_path):
+    """TGI is removed after a failed bench too (the GPU plan labels its removal `cleanup`)."""
+    plan_text = ("tgi\\tdocker run --rm img tgistart\\nbench\\tdocker run --rm img bench\\n"
+                 "cleanup\\tdocker run --rm img tgiremove\\nreport\\tdocker run --rm img report\\n")
+    res = _run_host_script(tmp_path, plan_text, FAKE_RC_bench="1")
+    log = (tmp_path / "log").read_text()
+    assert res.returncode == 1 and "stage 'bench' failed" in res.stderr
+    assert "img tgiremove" in log and "img report" not in log

@@ -33,6 +33,37 @@ def test_profile_round_trip_restores_params_byte_for_byte(project, name):
     assert (project / "params.yaml").read_text() == original
 
 
+PROFILES = ("cpu", "gpu", "smoke")
+
+
+@pytest.mark.parametrize("first", PROFILES)
+@pytest.mark.parametrize("then", PROFILES)
+def test_a_profile_gives_the_same_params_whatever_was_applied_before(project, tmp_path, first, then):
+    """`make all PROFILE=gpu` after a smoke run must not keep smoke's values for keys gpu.yaml does not set."""
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(project / "params.yaml", fresh / "params.yaml")
+    shutil.copytree(project / "profiles", fresh / "profiles")
+    apply_profile(then, fresh / "params.yaml")
+    apply_profile(first, project / "params.yaml")
+    apply_profile(then, project / "params.yaml")
+    assert (project / "params.yaml").read_text() == (fresh / "params.yaml").read_text()
+    if (first, then) == ("smoke", "gpu"):
+        assert load_params(project / "params.yaml").train.max_steps == -1  # not smoke's 2 steps
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_gateway_admits_every_user_the_bench_sends(project, name):
+    """The bench drives the gateway at up to max(bench.concurrency) users: none may be turned away (503) by the
+    gateway's own queue; with an external batching engine (TGI) none may even wait in it."""
+    apply_profile(name, project / "params.yaml")
+    p = load_params(project / "params.yaml")
+    users, limits = max(p.bench.concurrency), p.serve.limits
+    assert limits.max_concurrency + limits.max_queue >= users, (name, users, limits)
+    if p.serve.engine.kind != "llamacpp":
+        assert limits.max_concurrency >= users, (name, users, limits)
+
+
 def test_cpu_profile_covers_every_key_other_profiles_set():
     cpu = set(flatten(yaml.safe_load((ROOT / "profiles/cpu.yaml").read_text())))
     for other in ROOT.glob("profiles/*.yaml"):
