@@ -7,12 +7,20 @@ command a user runs), so BuildKit's layer cache makes every run after the first 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A port nothing listens on at 127.0.0.1 right now (for a container's published port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def docker_available() -> str | None:

@@ -4,7 +4,6 @@ here, the gateway's contract through the published port, Prometheus scraping it,
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 
@@ -13,15 +12,9 @@ import pytest
 
 from supportlm.bench.containers import COMPOSE_PROJECT, compose_cli, compose_stack
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 ALICE = {"Authorization": "Bearer sk-alice-123"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +25,8 @@ def stack(tmp_path_factory):
                           text=True, timeout=3600, check=False)  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     models = tmp_path_factory.mktemp("models")  # empty: the engine serves the bundled base model
-    env = {"SUPPORTLM_API_KEYS": "alice:sk-alice-123", "GATEWAY_PORT": str(_free_port()),
-           "PROMETHEUS_PORT": str(_free_port()), "SUPPORTLM_MODELS_DIR": str(models),
+    env = {"SUPPORTLM_API_KEYS": "alice:sk-alice-123", "GATEWAY_PORT": str(free_port()),
+           "PROMETHEUS_PORT": str(free_port()), "SUPPORTLM_MODELS_DIR": str(models),
            "SUPPORTLM_LIMITS_BURST": "3", "SUPPORTLM_LIMITS_RATE_PER_S": "0.05"}  # fmt: skip
     with compose_stack(ROOT, env, timeout_s=300) as ready_s:
         yield {"gateway": f"http://127.0.0.1:{env['GATEWAY_PORT']}", "prom": f"http://127.0.0.1:{env['PROMETHEUS_PORT']}",

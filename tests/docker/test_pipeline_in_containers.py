@@ -4,7 +4,6 @@ tolerances in supportlm.bench.containers, outputs owned by the caller, a rerun r
 
 from __future__ import annotations
 
-import grp
 import os
 import shutil
 import subprocess
@@ -15,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from supportlm.bench.containers import compare_runs, project_copy, run_host, run_in_containers
+from supportlm.bench.containers import (
+    compare_runs,
+    containers_command,
+    project_copy,
+    run_host,
+    run_in_containers,
+)
 
 from .conftest import ROOT
 
@@ -59,10 +64,7 @@ def test_outputs_on_the_mounted_checkout_belong_to_the_caller(runs) -> None:
 
 def test_a_rerun_redoes_nothing(runs) -> None:
     box = runs["box"]
-    env = {**os.environ, "HOME": str(box / ".home")}
-    cmd = ["make", "all", "DOCKER=1", "PROFILE=smoke"]
-    if os.getuid() == 0:
-        cmd = ["setpriv", f"--reuid={CALLER[0]}", f"--regid={CALLER[1]}", f"--groups={grp.getgrnam('docker').gr_gid}", *cmd]
+    cmd, env = containers_command(box, "smoke", CALLER if os.getuid() == 0 else None)
     proc = subprocess.run(cmd, cwd=box, capture_output=True, text=True, env=env, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Running stage" not in proc.stdout and proc.stdout.count("didn't change, skipping") >= 10, proc.stdout[-3000:]

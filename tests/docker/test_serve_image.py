@@ -5,7 +5,6 @@ and no build secret left in any layer."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import uuid
@@ -14,16 +13,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 IMAGE = "supportlm-serve:0.1.0"
 CA = Path("/etc/ssl/certs/ca-certificates.crt")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def image() -> str:
 
 @pytest.fixture(scope="module")
 def served(image: str):
-    port, name = _free_port(), f"supportlm-test-{uuid.uuid4().hex[:8]}"
+    port, name = free_port(), f"supportlm-test-{uuid.uuid4().hex[:8]}"
     cmd = ["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8000",
            "-e", "SUPPORTLM_API_KEYS=alice:sk-alice-123", "-e", "SUPPORTLM_LIMITS_BURST=3",
            "-e", "SUPPORTLM_LIMITS_RATE_PER_S=0.05", "-e", "SUPPORTLM_LLAMA_THREADS=2", image]  # fmt: skip

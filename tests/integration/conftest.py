@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from supportlm.bench.containers import project_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -27,18 +28,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900, env: 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
     """A git + DVC copy of the project on the smoke profile, with its own local remote."""
-    dst = tmp_path_factory.mktemp("project")
-    for rel in COPY:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    run(["git", "init", "-q"], dst)
-    run(["git", "config", "user.email", "ci@example.invalid"], dst)
-    run(["git", "config", "user.name", "ci"], dst)
+    dst = project_copy(ROOT, tmp_path_factory.mktemp("project"), COPY)
     run([str(BIN / "supportlm"), "params", "apply-profile", "smoke"], dst)
     run(["git", "add", "-A"], dst)
-    run(["git", "commit", "-qm", "init"], dst)
+    run(["git", "commit", "-qm", "smoke profile"], dst)
     return dst

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from supportlm.bench.containers import compose_cli
+
 from .conftest import ALICE, ROOT, chat_body, gateway
 
 DOCKER = ROOT / "docker"
@@ -179,16 +181,8 @@ def test_engine_serves_the_bundled_model_when_the_gguf_is_absent(tmp_path) -> No
     assert res.returncode == 0 and "--model /opt/bundled/base.gguf" in res.stdout and "not found" in res.stderr
 
 
-def _compose_cli() -> list[str] | None:
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], check=False, capture_output=True).returncode == 0:
-        return [docker, "compose"]
-    legacy = shutil.which("docker-compose")  # Debian's docker-compose 1.29
-    return [legacy] if legacy else None
-
-
 def test_compose_config_validates_and_tgi_needs_no_variables() -> None:
-    cli = _compose_cli()
+    cli = compose_cli()
     if cli is None:
         pytest.skip("neither `docker compose` nor docker-compose installed; test_compose_structure checks the file")
     bare = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}  # no SUPPORTLM_*/GRAFANA_*/HF_*

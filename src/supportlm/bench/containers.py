@@ -53,20 +53,22 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
     return time.perf_counter() - t0
 
 
-def project_copy(root: Path, dst: Path) -> Path:
-    """A git repository holding the project's files as they are in `root` (uncommitted edits included)."""
+def project_copy(root: Path, dst: Path, files: tuple[str, ...] | list[str] = PROJECT_FILES) -> Path:
+    """A git repository holding `files` as they are in `root` (uncommitted edits included), committed once
+    (the repo's own identity is set, so later commits in it work anywhere)."""
     dst.mkdir(parents=True, exist_ok=True)
-    for rel in PROJECT_FILES:
+    for rel in files:
         src = root / rel
         if src.is_dir():
             shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         elif src.exists():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
-    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
     _run(["git", "init", "-q"], dst)
+    _run(["git", "config", "user.email", "ci@example.invalid"], dst)
+    _run(["git", "config", "user.name", "ci"], dst)
     _run(["git", "add", "-A"], dst)
-    _run([*git, "commit", "-qm", "copy"], dst)
+    _run(["git", "commit", "-qm", "copy"], dst)
     return dst
 
 
@@ -85,20 +87,25 @@ def run_host(project: Path, bin_dir: Path, profile: str = "smoke") -> float:
     return time.perf_counter() - t0
 
 
-def run_in_containers(project: Path, profile: str = "smoke", as_user: tuple[int, int] | None = None) -> float:
-    """`make all DOCKER=1 PROFILE=<profile>` in the copy (the image is built or reused by make).
-
-    as_user=(uid, gid): run make as that user (the copy is handed to it first), with the docker group, so
-    that "outputs belong to the caller" is checked for a caller who is not root.
-    """
+def containers_command(project: Path, profile: str = "smoke",
+                       as_user: tuple[int, int] | None = None) -> tuple[list[str], dict[str, str]]:
+    """(`make all DOCKER=1 PROFILE=<profile>`, its environment); as_user=(uid, gid): run as that user with
+    the docker group, so that "outputs belong to the caller" is checked for a caller who is not root."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     cmd = ["make", "all", "DOCKER=1", f"PROFILE={profile}"]
     if as_user is not None:
         uid, gid = as_user
-        _run(["chown", "-R", f"{uid}:{gid}", str(project)], project)
-        docker_gid = grp.getgrnam("docker").gr_gid
         env["HOME"] = str(project / ".home")
-        cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={docker_gid}", *cmd]
+        cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={grp.getgrnam('docker').gr_gid}", *cmd]
+    return cmd, env
+
+
+def run_in_containers(project: Path, profile: str = "smoke", as_user: tuple[int, int] | None = None) -> float:
+    """`make all DOCKER=1 PROFILE=<profile>` in the copy (the image is built or reused by make); with
+    as_user the copy is handed to that user first."""
+    if as_user is not None:
+        _run(["chown", "-R", f"{as_user[0]}:{as_user[1]}", str(project)], project)
+    cmd, env = containers_command(project, profile, as_user)
     return _run(cmd, project, env)
 
 
