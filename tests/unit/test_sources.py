@@ -7,7 +7,7 @@ import pytest
 
 from supportlm.config import BitextSource, ColumnMap, TableSource
 from supportlm.data.sources import load_bitext, load_source, load_table
-from supportlm.errors import DataError
+from supportlm.errors import ConfigError, DataError
 
 COLS = ColumnMap(instruction="q", response="a", intent="label", conversation_id="thread")
 
@@ -136,5 +136,57 @@ def test_hf_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     src = HFSource(name="hf", type="hf", dataset="bitext/not-here-offline", columns=COLS)
-    with pytest.raises(DataError, match=r"'bitext/not-here-offline' is not a local path and the hub is offline.*local dir or file"):
+    with pytest.raises(DataError, match=r"ingest.sources\[hf\].dataset: cannot reach the Hugging Face Hub for dataset "
+                       r"`bitext/not-here-offline`.*switched to other data.*--repo-type dataset.*local-dir"):
         load_hf(src, tmp_path)
+
+
+GPU_BITEXT = "bitext/Bitext-customer-support-llm-chatbot-training-dataset"
+
+
+@pytest.mark.parametrize("revision", [None, "main"])
+def test_hf_hub_id_needs_a_pinned_revision_before_any_request(tmp_path, monkeypatch, revision):
+    import huggingface_hub
+
+    from supportlm.config import HFSource
+    from supportlm.data.sources import load_hf
+
+    monkeypatch.setattr(huggingface_hub, "dataset_info", lambda *a, **k: pytest.fail("the Hub was asked"))
+    src = HFSource(name="bitext", type="hf", dataset=GPU_BITEXT, revision=revision, columns=COLS)
+    with pytest.raises(ConfigError, match=r"ingest.sources\[bitext\].dataset.revision: .*pinned revision"):
+        load_hf(src, tmp_path)
+
+
+def test_gated_dataset_without_token_says_how_to_get_access(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    from supportlm.config import HFSource
+    from supportlm.data.sources import load_hf
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "dataset_info", lambda *a, **k: SimpleNamespace(gated="auto"))
+    src = HFSource(name="t", type="hf", dataset="org/gated-set", revision="a" * 40, columns=COLS)
+    with pytest.raises(ConfigError, match=r"`org/gated-set` is gated.*HF_TOKEN is not set.*datasets/org/gated-set"):
+        load_hf(src, tmp_path)
+
+
+def test_unreachable_hub_fails_at_ingest_naming_the_dataset(tmp_path):
+    """The GPU profile's real source against a closed port on 127.0.0.1: a real failed request."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from pathlib import Path\n"
+        "from supportlm.config import HFSource, ColumnMap\n"
+        "from supportlm.data.sources import load_hf\n"
+        f"load_hf(HFSource(name='bitext', type='hf', dataset='{GPU_BITEXT}', revision='{'4' * 40}', "
+        "columns=ColumnMap(instruction='instruction', response='response', intent='intent')), Path('.'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")} | {"HF_ENDPOINT": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert f"cannot reach the Hugging Face Hub for dataset `{GPU_BITEXT}`" in proc.stderr, proc.stderr[-2000:]

