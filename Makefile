@@ -60,7 +60,7 @@ CA_SECRET     = $(if $(CA_BUNDLE),--secret id=ca$(comma)src=$(CA_BUNDLE))
 BASE          = $${BASE_IMAGE:-$$(bash scripts/docker_base.sh docker/Dockerfile.llama $(LOCAL_BASE))}
 DOCKER_BUILD  = base="$(BASE)" && bash scripts/docker_build.sh $(CA_SECRET) --build-arg BASE_IMAGE="$$base" \
                 --build-arg LLAMA_IMAGE=$(LLAMA_IMAGE)
-.PHONY: base-image docker-build docker-build-llama docker-build-serve docker-build-train docker-build-prometheus lock-image
+.PHONY: base-image docker-build docker-build-llama docker-build-serve docker-build-train docker-build-prometheus lock-image pin-images
 base-image:  ## the Debian bookworm base from Debian packages (debootstrap), for hosts that cannot pull the pinned one
 	bash scripts/base_image.sh $(LOCAL_BASE)
 
@@ -78,6 +78,9 @@ docker-build-prometheus:  ## Prometheus for the compose stack, from Debian's pac
 	$(DOCKER_BUILD) -f docker/Dockerfile.prometheus -t $(PROM_IMAGE) docker
 
 docker-build: docker-build-serve docker-build-train docker-build-prometheus  ## every image
+
+pin-images:  ## on a host that reaches the registries: pin every pulled image (TGI, Grafana, Debian base) by its digest, in place
+	bash scripts/pin_images.sh
 
 lock-image:  ## regenerate requirements/lock-train-image.txt (the training image's hashed lock) in the image's base
 	base="$(BASE)" && bash scripts/lock_image.sh "$$base" $(CA_BUNDLE)

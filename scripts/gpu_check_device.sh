@@ -20,7 +20,7 @@ SITE=${SITE:-/tmp/site}
 pipi() { "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"; }
 
 export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-if ! "$PY" -c "import pydantic, bitsandbytes" 2>/dev/null; then
+if ! "$PY" -c "import pydantic, bitsandbytes, torchao" 2>/dev/null; then
   ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/: run scripts/gpu_check_wheels.sh and carry .whl" >&2; exit 3; }
   pipi .whl/*.whl || exit 3
   # pydantic 2.14 needs typing_extensions >= 4.16; the carried one goes in only where the host's is older
@@ -31,7 +31,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader 2>/dev/null
 "$PY" - <<'EOF' || exit 3
 import importlib.metadata as m, sys, torch
-names = ["torch", "transformers", "peft", "accelerate", "bitsandbytes", "pydantic", "typing_extensions", "safetensors"]
+names = ["torch", "transformers", "peft", "accelerate", "bitsandbytes", "torchao", "pydantic", "typing_extensions", "safetensors"]
 print("python", sys.version.split()[0], "|", ", ".join(f"{n} {m.version(n)}" for n in names),
       "| cuda", torch.version.cuda, torch.cuda.is_available(), flush=True)
 import bitsandbytes, pydantic, supportlm.train.trainer, supportlm.serve.batch, supportlm.quantize.torch_quant  # noqa

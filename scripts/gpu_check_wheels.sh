@@ -2,7 +2,8 @@
 # Wheels the GPU check carries to a device whose preinstalled stack lacks them (`make gpu-check` on a
 # lent GPU: no network there). Writes .whl/ (git-ignored through .git/info/exclude):
 #
-#   .whl/*.whl      pydantic, pydantic-core (cp312), annotated-types, typing-inspection, bitsandbytes
+#   .whl/*.whl      pydantic, pydantic-core (cp312), annotated-types, typing-inspection, bitsandbytes,
+#                   torchao (3.4 MB: the 4-bit GPU variant, torch_quant.py torchao_int4)
 #   .whl/opt/*.whl  typing_extensions, installed there only when the device's is older than pydantic needs
 #
 # Versions come from requirements/constraints-gpu.txt. The bitsandbytes wheel (43 MB, every CUDA, ROCm
@@ -23,7 +24,7 @@ PLAT=(--only-binary=:all: --no-deps --python-version 3.12 --implementation cp
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 rm -rf .whl && mkdir -p .whl/opt .whl/full
 "$PY" -m pip download -q "${PLAT[@]}" -d .whl \
-  "$(pin pydantic)" "$(pin pydantic_core)" "$(pin annotated-types)" "$(pin typing-inspection)"
+  "$(pin pydantic)" "$(pin pydantic_core)" "$(pin annotated-types)" "$(pin typing-inspection)" "$(pin torchao)"
 "$PY" -m pip download -q "${PLAT[@]}" -d .whl/opt "$(pin typing_extensions)"
 "$PY" -m pip download -q "${PLAT[@]}" -d .whl/full "$(pin bitsandbytes)"
 

@@ -152,6 +152,8 @@ class SplitParams(Strict):
 class BaseModelParams(Strict):
     base: str = "bundled:smollm2-135m-instruct"  # or a local HF dir, or a hub id (online)
     gguf_file: str | None = None  # for a local dir holding a .gguf
+    revision: str | None = None  # hub ids: a commit sha (the presets in train/base_model.py carry theirs)
+    chat_template: str | None = None  # a Jinja file instead of the model's own (template-less models get one)
 
 
 class FormatParams(Strict):
@@ -264,7 +266,7 @@ class EvaluateParams(Strict):
 
 
 class QuantizeParams(Strict):
-    """GGUF (llama.cpp) and torch (bitsandbytes / GPTQ) variants of models/merged, scored on one test slice."""
+    """GGUF (llama.cpp) and torch (bitsandbytes / torchao) variants of models/merged, scored on one test slice."""
 
     seed: int = 42
     gguf_types: list[Literal["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k"]] = [
@@ -272,9 +274,10 @@ class QuantizeParams(Strict):
         "q4_k_m",  # ~4.8 bit/weight: the usual serving default
         "q4_0",  # ~4.5 bit/weight: simplest 4-bit, fastest on old CPUs, a bit less accurate
     ]
-    # gptq needs CUDA (skipped with the reason recorded on CPU); bitsandbytes int8 and nf4 run on CPU in
-    # 0.50 (~1 min each here, slower per token than llama.cpp); drop them from the list to save that time
-    torch_variants: list[Literal["bnb_int8", "bnb_nf4", "gptq"]] = ["bnb_int8", "bnb_nf4", "gptq"]
+    # torchao_int4 needs CUDA (skipped with the reason recorded on CPU); bitsandbytes int8 and nf4 run on CPU
+    # in 0.50 (~1 min each here, slower per token than llama.cpp); drop them from the list to save that time.
+    # (GPTQ was replaced by torchao_int4: gptqmodel needs nvcc to install; see torch_quant.py)
+    torch_variants: list[Literal["bnb_int8", "bnb_nf4", "torchao_int4"]] = ["bnb_int8", "bnb_nf4", "torchao_int4"]
     # every variant sees the same rows; 7 variants x (32 rows x 64 tokens + perplexity) = ~7 min on 2 busy
     # cores (measured 8.2 min at 80 tokens, load average 4); more rows = tighter deltas, linear cost
     eval_rows: Annotated[int, Field(ge=1)] = 32
@@ -284,7 +287,6 @@ class QuantizeParams(Strict):
     threads: Annotated[int, Field(ge=1)] | None = None  # torch + llama.cpp; None = auto (as evaluate.threads)
     size_reduction_target: Annotated[float, Field(gt=0, lt=1)] = 0.5  # q4_k_m must be this much smaller than f16
     rouge_drop_target: Annotated[float, Field(ge=0)] = 2.0  # max q4_k_m ROUGE-L drop vs f16, in points (0-100)
-    gptq_calibration_rows: Annotated[int, Field(ge=8)] = 128  # GPU only: more = better 4-bit, slower
 
 
 # ---------------------------------------------------------------- serve

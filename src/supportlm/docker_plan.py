@@ -27,12 +27,19 @@ from supportlm.errors import ConfigError
 IMAGE = f"supportlm-train:{__version__}"
 # the bench stage of the GPU profile measures TGI (profiles/gpu.yaml: serve.engine.url = TGI's host port)
 # serving the merge stage's model: TGI starts after merge and is removed after the bench
-TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.2"
+TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.7"
 TGI_CONTAINER = "supportlm-tgi"
 TGI_PORT = 8080
 TGI_READY_TIMEOUT_S = 1200  # a 7B model's weights load before /health answers
 # steps with this label also run when an earlier step failed (scripts/docker_all.sh): TGI never outlives the run
 CLEANUP = "cleanup"
+# DVC links outputs to its cache instead of copying them: ~75 GB of 7B weights (base, merged, GGUF) would
+# otherwise be stored twice. reflink where the filesystem can (XFS, btrfs), else a hardlink (the cache is
+# inside the checkout: same filesystem); never a symlink, which would point outside models/merged when TGI
+# mounts that folder alone. Linked files are read-only; every stage writes to a temp dir and renames.
+# DVC 3 still saves a new output into the cache as a copy; `dvc checkout --relink <stage>` right after
+# the stage swaps the workspace copy for the link, so only one output is ever doubled, and only briefly.
+DVC_CACHE_TYPE = "reflink,hardlink,copy"
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,9 @@ def plan(profile: str | None, host: Host, image: str = IMAGE, dvc_yaml: Path = P
     if profile:
         steps.append(("profile", shlex.join(docker_run(host, ["python", "-m", "supportlm", "params", "apply-profile",
                                                               profile], image, offline=not online))))
+    if profile == "gpu":  # .dvc/config.local: this checkout only, not committed
+        steps.append(("dvc-cache", shlex.join(docker_run(host, ["dvc", "config", "--local", "cache.type",
+                                                                DVC_CACHE_TYPE], image, offline=False))))
     for stage in stage_order(dvc_yaml):
         run = docker_run(host, ["dvc", "repro", "--single-item", stage], image,
                          network="host" if stage == "bench" and profile == "gpu" else None, offline=not online)
@@ -125,6 +135,9 @@ def plan(profile: str | None, host: Host, image: str = IMAGE, dvc_yaml: Path = P
             steps += [*start, (stage, shlex.join(run)), stop]
         else:
             steps.append((stage, shlex.join(run)))
+        if profile == "gpu":
+            steps.append((stage, shlex.join(docker_run(host, ["dvc", "checkout", "--relink", stage], image,
+                                                       offline=False))))
     return steps
 
 

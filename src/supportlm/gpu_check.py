@@ -25,7 +25,8 @@ Steps (each timed with its peak memory; a failure is recorded with its error and
    on CUDA; the difference between two uninterrupted runs at the kill step is recorded beside it).
 4. merge: `supportlm.train.merge` (bf16 on the GPU); one merged weight is checked against W + s*B@A.
 5. generate: `HFEngine` on the merged model at batch 1 and 8, exactly N new tokens (EOS masked).
-6. bnb: `torch_quant.load` bnb_int8 and bnb_nf4, then a few tokens through `HFEngine`.
+6. bnb: `torch_quant.load` bnb_int8, bnb_nf4 and torchao_int4 (the 4-bit GPU format that replaced
+   GPTQ), then a few tokens through `HFEngine`.
 7. full_depth: the full-depth model built on the device in bf16: weight memory and generation speed,
    then saved and trained for a few QLoRA steps at batch 8 x 1024 (the 7B QLoRA memory and speed).
 
@@ -717,14 +718,14 @@ def step_generate(run: Run) -> dict[str, Any]:
 
 
 def step_bnb(run: Run) -> dict[str, Any]:
-    """torch_quant.load bnb_int8 / bnb_nf4 (merged model, else the base), a few tokens via HFEngine."""
+    """torch_quant.load bnb_int8 / bnb_nf4 / torchao_int4 (merged model, else the base), a few tokens via HFEngine."""
     from supportlm.quantize import torch_quant
     from supportlm.serve.batch import HFEngine
 
     src = run.merged_dir if (run.merged_dir / "config.json").exists() else run.model_dir
     n = run.cfg.bnb_tokens
     rows = []
-    for name in ("bnb_int8", "bnb_nf4"):
+    for name in ("bnb_int8", "bnb_nf4", "torchao_int4"):
         row: dict[str, Any] = {"name": name, "ok": False, "ms_per_100_tokens": None}
         try:
             model, qinfo = torch_quant.load(name, src)

@@ -2,8 +2,8 @@
 
 A profile changes values, never code paths. The merged file is validated before it
 is written, so a bad overlay never leaves a broken params.yaml behind. Mappings merge key
-by key; a list of mappings of the same length merges item by item (comments kept), any
-other list is replaced whole. profiles/cpu.yaml
+by key; a list of named mappings (ingest.sources) merges by `name`, another list of mappings
+of the same length item by item (comments kept), any other list is replaced whole. profiles/cpu.yaml
 holds the CPU value of every key another profile sets, so `apply-profile cpu`
 restores the defaults exactly, and every profile is applied on top of it, so the
 result never depends on the profile applied before.
@@ -43,6 +43,36 @@ def _same_shape_list_of_maps(old: Any, new: Any) -> bool:
     )
 
 
+def _named_maps(x: Any) -> bool:
+    """A list of mappings with unique `name`s (ingest.sources): matched by name, not by position."""
+    if not (isinstance(x, list) and x and all(isinstance(i, dict) and "name" in i for i in x)):
+        return False
+    return len({i["name"] for i in x}) == len(x)
+
+
+def _merge_named(old: list, new: list, key: str) -> list[str]:
+    """Items of `new` in its order; an item whose name was there before is merged into the old one
+    (its comments survive; keys the new item lacks are removed), others are taken as they are."""
+    by_name = {o["name"]: o for o in old}
+    changed: list[str] = []
+    items = []
+    for n in new:
+        o = by_name.get(n["name"])
+        if o is None:
+            items.append(n)
+            changed.append(f"{key}.{n['name']}")
+            continue
+        for gone in [k for k in o if k not in n]:
+            del o[gone]
+            changed.append(f"{key}.{n['name']}.{gone}")
+        changed += merge(o, n, f"{key}.{n['name']}.")
+        items.append(o)
+    if [id(i) for i in items] != [id(o) for o in old]:
+        del old[:]  # in place: the list keeps its own comments
+        old.extend(items)
+    return changed
+
+
 def merge(target: CommentedMap, overlay: dict[str, Any], prefix: str = "") -> list[str]:
     """Deep-merge overlay into target in place; return the dotted keys whose value changed."""
     changed: list[str] = []
@@ -51,6 +81,8 @@ def merge(target: CommentedMap, overlay: dict[str, Any], prefix: str = "") -> li
         old = target.get(k)
         if isinstance(v, dict) and isinstance(old, dict):
             changed += merge(old, v, key + ".")
+        elif _named_maps(old) and _named_maps(v):
+            changed += _merge_named(old, v, key)
         elif _same_shape_list_of_maps(old, v):
             # merge item by item so comments attached to the list survive a round trip
             for i, (o, n) in enumerate(zip(old, v, strict=True)):
@@ -93,7 +125,9 @@ def apply_profile(name: str, params_path: Path = Path("params.yaml")) -> list[st
     buf = io.StringIO()
     y.dump(doc, buf)
     text = buf.getvalue()
-    parse_params(YAML(typ="safe").load(text), f"{params_path} + profiles/{name}.yaml")  # validate before writing
+    parse_params(
+        YAML(typ="safe").load(text), f"{params_path} + profiles/{name}.yaml"
+    )  # validate before writing
     tmp = params_path.with_name(params_path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(params_path)

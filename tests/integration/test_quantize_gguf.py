@@ -149,7 +149,7 @@ def test_quantize_stage_on_tiny_model(tools, tiny_hf, tmp_path):
     test.write_text("".join(json.dumps(r) + "\n" for r in rows))
     p = QuantizeParams(
         gguf_types=["q8_0", "q4_k_m"],
-        torch_variants=["bnb_nf4", "gptq"],
+        torch_variants=["bnb_nf4", "torchao_int4"],
         eval_rows=4,
         max_new_tokens=6,
         speed_prompts=2,
@@ -177,7 +177,7 @@ def test_quantize_stage_on_tiny_model(tools, tiny_hf, tmp_path):
         < by["fp32"]["size_bytes"]
     )
     if not torch.cuda.is_available():
-        assert any(s["name"] == "gptq" and "CUDA" in s["reason"] for s in res["skipped"])
+        assert any(s["name"] == "torchao_int4" and "CUDA" in s["reason"] for s in res["skipped"])
     assert [t["name"] for t in res["targets"]] == [
         "q4_k_m size reduction vs f16",
         "q4_k_m ROUGE-L drop vs f16 (points)",

@@ -24,7 +24,7 @@ from .conftest import ALICE, ROOT, chat_body, gateway
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile.serve"
 COMPOSE = DOCKER / "compose.yaml"
-PINNED = re.compile(r"^[\w.\-/]+(:\d+)?/?[\w.\-/]+:[\w][\w.\-]*$")  # repo:tag, tag present
+PINNED = re.compile(r"^[\w.\-/]+(:\d+)?/?[\w.\-/]+:[\w][\w.\-]*(@sha256:[0-9a-f]{64})?$")  # repo:tag[@digest]
 
 
 def _hadolint() -> str | None:
@@ -57,8 +57,8 @@ def test_dockerfile_essentials(dockerfile: Path) -> None:
     text = dockerfile.read_text()
     froms = set(re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE))
     base = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.MULTILINE)
-    # the public Debian base pinned by its dated tag (what `make base-image` rebuilds from Debian packages)
-    assert base and re.fullmatch(r"debian:bookworm-\d{8}-slim(@sha256:[0-9a-f]{64})?", base.group(1))
+    # the public Debian base pinned by its dated tag and digest (what `make base-image` rebuilds from Debian packages)
+    assert base and re.fullmatch(r"debian:bookworm-\d{8}-slim@sha256:[0-9a-f]{64}", base.group(1))
     assert base.group(1) == re.search(r"^ARG BASE_IMAGE=(\S+)", DOCKERFILE.read_text(), re.MULTILINE).group(1)
     assert froms <= {"${BASE_IMAGE}", "${LLAMA_IMAGE}"} and "${BASE_IMAGE}" in froms
     if "${LLAMA_IMAGE}" in froms:  # the shared llama.cpp build, by the name the Makefile gives it
@@ -231,3 +231,69 @@ def test_grafana_provisioning_and_dashboard_use_real_metrics() -> None:
 
     exported = set(re.findall(r"^(supportlm_\w+?)(?:\{| )", asyncio.run(scrape()), re.MULTILINE))
     assert used and used <= exported, f"dashboard uses metrics the gateway does not export: {used - exported}"
+
+
+# Registry images whose digest could not be resolved where this project is built (no registry reachable):
+# `make pin-images` on a connected host pins them; the test fails for any other unpinned image.
+NOT_YET_PINNED = {"ghcr.io/huggingface/text-generation-inference:3.3.7"}
+
+
+def _registry_images() -> list[str]:
+    from supportlm.docker_plan import TGI_IMAGE
+
+    compose = yaml.safe_load(COMPOSE.read_text())
+    refs = [s["image"] for s in compose["services"].values() if "image" in s] + [TGI_IMAGE]
+    refs += [re.search(r"^ARG BASE_IMAGE=(\S+)", p.read_text(), re.MULTILINE).group(1) for p in DOCKERFILES]
+    return sorted({r for r in refs if not r.startswith("supportlm-")})
+
+
+def test_every_registry_image_is_pinned_by_digest() -> None:
+    from supportlm.docker_plan import TGI_IMAGE
+
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert compose["services"]["tgi"]["image"] == TGI_IMAGE  # the plan and compose run the same TGI
+    unpinned = [r for r in _registry_images() if not re.search(r":[\w.-]+@sha256:[0-9a-f]{64}$", r)]
+    assert sorted(unpinned) == sorted(NOT_YET_PINNED)
+
+
+def test_pin_images_rewrites_each_ref_with_the_digest_the_registry_serves(tmp_path) -> None:
+    """scripts/pin_images.sh against a fake `docker` (pull + inspect answer like a registry would)."""
+    tree = tmp_path / "repo"
+    for rel in ["scripts/pin_images.sh", "docker/compose.yaml", "src/supportlm/docker_plan.py",
+                *(f"docker/{p.name}" for p in DOCKERFILES)]:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tree / rel)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "$*" >> "$FAKE_LOG"\n'
+        'case "$1" in pull) [ "$3" != "$FAIL" ] || exit 1 ;;\n'
+        '  image) ref=${@: -1}; repo=${ref%:*}; h=$(printf %s "$ref" | sha256sum | cut -c1-64);\n'
+        '         echo "$repo@sha256:$h" ;;\n'
+        "esac\n"
+    )
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "log"), "FAIL": ""}
+    before = {r.split("@")[0] for r in _registry_images()}
+    out = subprocess.run(["bash", str(tree / "scripts/pin_images.sh")], env=env, check=True, capture_output=True,
+                         text=True, timeout=60).stdout.split()
+    import hashlib
+
+    want = sorted(f"{t}@sha256:{hashlib.sha256(t.encode()).hexdigest()}" for t in before)
+    assert sorted(out) == want
+    text = "".join((tree / rel).read_text() for rel in ["docker/compose.yaml", "src/supportlm/docker_plan.py",
+                                                          *(f"docker/{p.name}" for p in DOCKERFILES)])
+    for ref in want:
+        assert ref in text
+    assert "supportlm-serve:0.1.0" in text and "supportlm-serve:0.1.0@" not in text  # built here: untouched
+    again = subprocess.run(["bash", str(tree / "scripts/pin_images.sh")], env=env, check=True,
+                           capture_output=True, text=True, timeout=60)
+    assert sorted(again.stdout.split()) == want  # idempotent: a pinned ref is re-pinned, not doubled
+    text = "".join((tree / rel).read_text() for rel in ["docker/compose.yaml", "src/supportlm/docker_plan.py",
+                                                          *(f"docker/{p.name}" for p in DOCKERFILES)])
+    assert not re.search(r"@sha256:[0-9a-f]{64}@", text)
+    env["FAIL"] = next(iter(before))
+    bad = subprocess.run(["bash", str(tree / "scripts/pin_images.sh")], env=env, check=False,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and f"cannot pull {env['FAIL']}" in bad.stderr

@@ -40,7 +40,12 @@ def test_gpu_plan_runs_every_stage_on_the_gpu_as_the_caller_and_keeps_secrets_ou
     steps = plan("gpu", _host(tmp_path, gpu=True), dvc_yaml=DVC_YAML)
     labels = [label for label, _ in steps]
     assert labels[0] == "profile" and "apply-profile gpu" in steps[0][1]
-    assert [x for x in labels if x not in ("profile", "tgi", "cleanup")] == stage_order(DVC_YAML)
+    assert labels[1] == "dvc-cache" and "dvc config --local cache.type reflink,hardlink,copy" in steps[1][1]
+    stages = [x for x in labels if x not in ("profile", "dvc-cache", "tgi", "cleanup")]
+    assert list(dict.fromkeys(stages)) == stage_order(DVC_YAML)
+    for stage in stage_order(DVC_YAML):  # each stage's outputs are relinked to the cache right after it
+        repro, relink = (line for label, line in steps if label == stage)
+        assert repro.endswith(f"dvc repro --single-item {stage}") and relink.endswith(f"dvc checkout --relink {stage}")
     # TGI serves models/merged for the bench stage: started (and waited for) after merge, removed after it
     bench = labels.index("bench")
     assert labels[bench - 3: bench] == ["tgi", "tgi", "tgi"] and labels[bench + 1] == "cleanup"
@@ -198,3 +203,33 @@ def test_cleanup_steps_run_even_when_a_stage_fails(tmp_path):
     log = (tmp_path / "log").read_text()
     assert res.returncode == 1 and "stage 'bench' failed" in res.stderr
     assert "img tgiremove" in log and "img report" not in log
+
+
+def test_gpu_cache_type_stores_a_model_file_once(tmp_path):
+    """The GPU plan's `dvc config --local cache.type ...` and per-stage relink, run for real: a stage's
+    output file and its cache entry are one file on disk (a link, not a second copy of the weights)."""
+    from supportlm.docker_plan import DVC_CACHE_TYPE
+
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def run(*argv):
+        subprocess.run(argv, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+
+    run("git", "init", "-q")
+    run(*dvc, "init", "-q")
+    run(*dvc, "config", "--local", "cache.type", DVC_CACHE_TYPE)
+    (tmp_path / "make_weights.py").write_text(
+        "import os\nos.makedirs('models/merged', exist_ok=True)\n"
+        "open('models/merged/model.safetensors', 'wb').write(os.urandom(4 << 20))\n"
+    )
+    run(*dvc, "stage", "add", "-q", "-n", "merge", "-d", "make_weights.py", "-o", "models/merged",
+        sys.executable, "make_weights.py")
+    run(*dvc, "repro", "-q")
+    run(*dvc, "checkout", "--relink", "merge")  # the plan's step after each GPU stage
+    out = tmp_path / "models" / "merged" / "model.safetensors"
+    cached = [p for p in (tmp_path / ".dvc" / "cache").rglob("*") if p.is_file() and p.stat().st_size == 4 << 20]
+    assert len(cached) == 1
+    assert out.stat().st_ino == cached[0].stat().st_ino, "the output is a copy of its cache entry"
+    assert out.stat().st_mode & 0o222 == 0  # read-only: nothing can write through the link into the cache

@@ -15,6 +15,7 @@ import random
 import signal
 
 import pytest
+import torch
 
 from supportlm import gpu_check as g
 from supportlm.errors import ConfigError
@@ -81,9 +82,11 @@ def test_merge_folds_the_adapter_in_and_generation_gives_exactly_n_tokens(tiny):
     assert len(full) == 2 and all(r["exact_tokens"] for r in full)
 
 
-def test_bitsandbytes_variants_run_or_say_why(tiny):
+def test_bitsandbytes_and_torchao_variants_run_or_say_why(tiny):
     _, rep, _ = tiny
-    assert [r["name"] for r in rep["bnb"]] == ["bnb_int8", "bnb_nf4"]
+    assert [r["name"] for r in rep["bnb"]] == ["bnb_int8", "bnb_nf4", "torchao_int4"]
+    if not torch.cuda.is_available():  # the 4-bit GPU format: a recorded skip on CPU, never a crash
+        assert "CUDA" in rep["bnb"][2]["skipped"]
     for r in rep["bnb"]:
         assert r["ok"] or r.get("skipped"), r
         if r["ok"]:

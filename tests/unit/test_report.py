@@ -73,7 +73,7 @@ def make_reports(root: Path, *, skip: tuple[str, ...] = ()) -> Path:
              "perplexity": 5.5, "bleu": 12.0, "rougeL": 0.28, "tokens_per_s": 40.0},
             {"name": "q4_k_m", "format": "gguf-q4_k_m", "size_bytes": 105_000_000, "reduction_vs_f16": 0.61,
              "perplexity": 5.9, "bleu": 11.0, "rougeL": 0.25, "tokens_per_s": 60.0}],
-            "skipped": [{"name": "gptq", "reason": "needs CUDA"}],
+            "skipped": [{"name": "torchao_int4", "reason": "needs CUDA"}],
             "targets": [{"name": "q4_k_m size reduction vs f16", "goal": ">= 50%", "measured": 0.61, "met": True},
                         {"name": "q4_k_m ROUGE-L drop vs f16 (points)", "goal": "<= 2", "measured": 3.0,
                          "met": False}]},

@@ -1,2 +1,2 @@
-"""Quantization: GGUF via llama.cpp (gguf.py), bitsandbytes/GPTQ (torch_quant.py), one comparison table
+"""Quantization: GGUF via llama.cpp (gguf.py), bitsandbytes/torchao (torch_quant.py), one comparison table
 (compare.py) and the quantize stage (run.py)."""

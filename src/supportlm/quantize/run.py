@@ -1,4 +1,4 @@
-"""The quantize stage: models/merged -> GGUF f16/q8_0/q4_k_m/q4_0 (+ bitsandbytes/GPTQ), all scored alike.
+"""The quantize stage: models/merged -> GGUF f16/q8_0/q4_k_m/q4_0 (+ bitsandbytes, torchao INT4), all scored alike.
 
     dvc repro quantize
     python stages/quantize.py
@@ -9,8 +9,8 @@ reports/quantization.md and reports/plots/quantize/*.png.
 Variants (one row each in `variants`, same test slice, same prompts/token ids):
 - fp32: the merged HF model as saved (the reference point);
 - f16 + `gguf_types`: llama.cpp files, scored through llama-cpp-python;
-- `torch_variants`: bitsandbytes int8 / nf4 and GPTQ when this host can run them; otherwise
-  they are listed under `skipped` with the reason (e.g. "GPTQ needs a CUDA GPU").
+- `torch_variants`: bitsandbytes int8 / nf4 and torchao int4 when this host can run them; otherwise
+  they are listed under `skipped` with the reason (e.g. "torchao_int4 ... CPU host").
 
 Targets (marked met/missed in the JSON and the Markdown):
 - size: q4_k_m at least `size_reduction_target` (50%) smaller than f16;
@@ -62,18 +62,27 @@ def _log_variant(v: dict[str, Any]) -> None:
     )
 
 
+def reference_model(merged_dir: Path) -> tuple[Any, str]:
+    """(model, short dtype name): HFEngine's choice, fp32 on CPU and bf16 (fp16) on a CUDA GPU."""
+    from supportlm.serve.batch import HFEngine
+
+    model = HFEngine.load(merged_dir).model
+    return model, {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[
+        str(model.dtype).removeprefix("torch.")
+    ]
+
+
 def quantize_and_compare(
     merged_dir: Path,
     test_path: Path,
     gguf_dir: Path,
     reports: Path,
     p: Any,
-    train_path: Path | None = None,
     base_model_id: str = "",
     params_hash: str = "",
 ) -> dict[str, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from supportlm.lineage import peak_rss_mb, write_json
 
@@ -101,14 +110,14 @@ def quantize_and_compare(
     variants: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
 
-    # 2. fp32 reference (the merged HF dir)
+    # 2. the HF reference (the merged dir): fp32 on CPU, bf16 on the GPU (a 7B in fp32 on CPU takes hours)
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    model, ref_dtype = reference_model(merged_dir)
     load_s = time.perf_counter() - t0
     variants.append(
         compare.evaluate_hf(
-            "fp32",
-            "hf-safetensors-fp32",
+            ref_dtype,
+            f"hf-safetensors-{ref_dtype}",
             model,
             tokenizer,
             examples,
@@ -137,12 +146,9 @@ def quantize_and_compare(
         _log_variant(variants[-1])
 
     # 4. torch quantizers
-    calib: list[str] = []
-    if "gptq" in p.torch_variants and train_path is not None and train_path.is_file():
-        calib = [m.to_example(r).reference for r in read_jsonl(train_path)[: p.gptq_calibration_rows]]
     for name in p.torch_variants:
         try:
-            model, info = torch_quant.load(name, merged_dir, calib, out_dir=gguf_dir.parent / name)
+            model, info = torch_quant.load(name, merged_dir)
         except torch_quant.Skip as why:
             skipped.append({"name": name, "reason": str(why)})
             log.info("%-7s skipped: %s", name, why)
@@ -253,7 +259,6 @@ def run_quantize(params: Any, paths: Any) -> dict[str, Any]:
         gguf_dir=stage_dir(paths, "gguf", "models", "gguf"),
         reports=stage_dir(paths, "reports", "reports"),
         p=p,
-        train_path=formatted / "train.jsonl",
         base_model_id=base_model,
         params_hash=params_hash(p),
     )

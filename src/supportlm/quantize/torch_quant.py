@@ -1,13 +1,16 @@
-"""In-framework quantization of the merged HF model: bitsandbytes LLM.int8 / NF4, GPTQ 4-bit.
+"""In-framework quantization of the merged HF model: bitsandbytes LLM.int8 / NF4, torchao INT4.
 
 - bnb_int8: LLM.int8() (Dettmers et al. 2022, https://arxiv.org/abs/2208.07339): int8 weights,
   outlier features kept in fp16. bitsandbytes >= 0.49 has a CPU backend, so it loads on CPU
   too, but there it de-quantizes per matmul: smaller, not faster.
 - bnb_nf4: 4-bit NormalFloat with double quantization (QLoRA paper, https://arxiv.org/abs/2305.14314);
   compute dtype fp32 on CPU, bf16 on CUDA. Runs on CPU in bitsandbytes 0.50 (slowly).
-- gptq: 4-bit GPTQ (https://arxiv.org/abs/2210.17323) via transformers' GPTQConfig, calibrated on
-  `gptq_calibration_rows` train replies. Needs CUDA and the `gptqmodel` package; on a CPU host
-  it is skipped with the reason recorded in reports/quantization.json (`skipped`).
+- torchao_int4: 4-bit weight-only, group size 128, scales chosen by HQQ (calibration-free), run by
+  the tinygemm kernel that ships inside torch itself (`aten._weight_int4pack_mm`, CUDA sm80+), via
+  transformers' TorchAoConfig. Why not GPTQ: `gptqmodel` is published only as source that compiles
+  CUDA kernels with nvcc, which the runtime image does not have; torchao is a pinned wheel whose
+  kernel needs no compiler. On a CPU host it is skipped with the reason recorded in
+  reports/quantization.json (`skipped`).
 
 `load(name, model_dir, ...)` returns (model, info) or raises `Skip(reason)`; compare.py scores
 the model like every other variant.
@@ -21,7 +24,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +66,34 @@ def saved_size(model: Any) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load(
-    name: str,
-    model_dir: str | Path,
-    calibration_texts: Sequence[str] = (),
-    out_dir: str | Path | None = None,
-) -> tuple[Any, dict[str, Any]]:
+def _torchao_int4(model_dir: Path, device: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM, TorchAoConfig
+
+    if device != "cuda":
+        raise Skip("torchao_int4 runs on the tinygemm CUDA kernel (compute capability >= 8.0); CPU host")
+    if torch.cuda.get_device_capability()[0] < 8:
+        raise Skip(f"torchao_int4 needs compute capability >= 8.0; {torch.cuda.get_device_name()} has less")
+    if importlib.util.find_spec("torchao") is None:
+        raise Skip("torchao is not installed (pip install -e '.[train]')")
+    from torchao.quantization import Int4WeightOnlyConfig
+
+    cfg = TorchAoConfig(
+        Int4WeightOnlyConfig(
+            group_size=128, int4_packing_format="tile_packed_to_4d", int4_choose_qparams_algorithm="hqq"
+        )
+    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=torch.bfloat16, quantization_config=cfg, device_map=device
+        )
+    except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is a skip, not a crash
+        raise Skip(f"torchao_int4 failed to load on {device}: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def load(name: str, model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     """Quantize `model_dir` as variant `name`; (model, {format, device, load_s, size_bytes, ...})."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     model_dir = Path(model_dir)
     device = "cuda" if _cuda() else "cpu"
@@ -91,29 +113,9 @@ def load(
                 f"bitsandbytes {name} failed to load on {device}: {type(exc).__name__}: {exc}"[:300]
             ) from None
         fmt = "bnb-int8" if name == "bnb_int8" else "bnb-nf4"
-    elif name == "gptq":
-        if device != "cuda":
-            raise Skip("GPTQ needs a CUDA GPU (calibration and the exllama/marlin kernels); CPU host")
-        if importlib.util.find_spec("gptqmodel") is None and importlib.util.find_spec("auto_gptq") is None:
-            raise Skip("GPTQ needs `gptqmodel` (pip install gptqmodel; or optimum + auto-gptq)")
-        from transformers import GPTQConfig
-
-        if not calibration_texts:
-            raise Skip("GPTQ needs calibration texts (quantize.gptq_calibration_rows train replies)")
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-        cfg = GPTQConfig(
-            bits=4, group_size=128, dataset=list(calibration_texts), tokenizer=tok, desc_act=False
-        )
-        try:  # pragma: no cover - GPU host only
-            model = AutoModelForCausalLM.from_pretrained(
-                str(model_dir), quantization_config=cfg, device_map="auto"
-            )
-        except Exception as exc:  # noqa: BLE001  # pragma: no cover
-            raise Skip(f"GPTQ quantization failed: {type(exc).__name__}: {exc}"[:300]) from None
-        if out_dir is not None:  # pragma: no cover - keep the GPTQ checkpoint for TGI/vLLM
-            model.save_pretrained(out_dir)
-            tok.save_pretrained(out_dir)
-        fmt = "gptq-4bit"
+    elif name == "torchao_int4":
+        model = _torchao_int4(model_dir, device)
+        fmt = "torchao-int4"
     else:
         raise Skip(f"unknown torch variant `{name}`")
     load_s = time.perf_counter() - t0
