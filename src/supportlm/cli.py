@@ -61,6 +61,7 @@ def _stage_funcs() -> dict[str, tuple[str, Callable[..., Any]]]:
         "evaluate": ("evaluate", lazy("supportlm.evaluate.run", "run_evaluate")),
         "quantize": ("quantize", lazy("supportlm.quantize.run", "run_quantize")),
         "bench": ("bench", lazy("supportlm.bench.run", "run_bench")),
+        "fairness": ("fairness", lazy("supportlm.bench.fairness", "run_fairness")),
         "report": ("report", lazy("supportlm.report", "run_report")),
     }
 
@@ -110,7 +111,7 @@ def _stage_command(name: str) -> None:
     app.command(name.replace("_", "-"))(command)
 
 
-for _name in ("ingest", "base_model", "clean", "split", "format", "quality", "train", "merge", "evaluate", "quantize", "bench", "report"):
+for _name in ("ingest", "base_model", "clean", "split", "format", "quality", "train", "merge", "evaluate", "quantize", "bench", "fairness", "report"):
     _stage_command(_name)
 
 

@@ -335,6 +335,29 @@ class ServeLimitsParams(Strict):
     max_tokens: Annotated[int, Field(ge=1)] = 2048  # upper bound of max_tokens (the context size)
     default_max_tokens: Annotated[int, Field(ge=1)] = 256
     max_messages: Annotated[int, Field(ge=1)] = 64
+    # fair sharing between keys (supportlm.serve.scheduler): a key alone may hold per_key_concurrency slots
+    # (null = all: work-conserving); while several keys are busy each holds max_concurrency // busy keys
+    per_key_concurrency: Annotated[int, Field(ge=1)] | None = None
+    per_key_queue: Annotated[int, Field(ge=1)] = 8  # waiting places one key may take; a full queue sheds the key with most
+    fair_window_s: Annotated[float, Field(ge=0)] = 10.0  # a key counts as busy this long after its last request
+    # slots each key may hold while other keys are busy; null = an equal split (max_concurrency // busy keys)
+    shared_concurrency: Annotated[int, Field(ge=1)] | None = None
+    # token budget per key: prompt estimate (chars/4) + max_tokens charged up front, unused tokens refunded
+    token_rate_per_s: Annotated[float, Field(gt=0)] | None = 1000.0  # refill; null = no token budget
+    token_burst: Annotated[int, Field(ge=1)] = 65536  # bucket size (>= prompt + max_tokens of the largest request)
+    # failed authentications per client address: 429 once spent, and only the first one a minute is logged
+    auth_fail_burst: Annotated[int, Field(ge=1)] = 20
+    auth_fail_rate_per_s: Annotated[float, Field(gt=0)] = 0.2
+    min_key_length: Annotated[int, Field(ge=1)] = 16  # shorter API keys are refused at startup
+    # slow clients: a stream write that waits longer than send_timeout_s, or a stream older than max_stream_s, ends
+    send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    max_stream_s: Annotated[float, Field(gt=0)] = 600.0
+    max_connections: Annotated[int, Field(ge=1)] = 512  # uvicorn limit_concurrency: 503 beyond it
+    keep_alive_s: Annotated[float, Field(gt=0)] = 5.0  # idle keep-alive connections are closed after this
+    # where the request-rate, token and failed-auth buckets live: memory (this process) | redis (shared by
+    # replicas; in-flight caps stay per replica). A password goes in env SUPPORTLM_LIMITS_REDIS_URL, not here.
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
 
 
 class ServeLogParams(Strict):
@@ -349,7 +372,8 @@ class ServeParams(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     drain_timeout_s: Annotated[float, Field(gt=0)] = 30.0  # SIGTERM: in-flight requests get this long
-    system_prompt: str | None = None  # default system message (use format.system_prompt to match training)
+    system_prompt: str | None = None  # the operator's system message: always first; a client's system text follows it
+    docs: bool = False  # /docs and /redoc (their JS loads from a CDN); /openapi.json is always served
     engine: ServeEngineParams = ServeEngineParams()
     model: ServeModelParams = ServeModelParams()
     llama: ServeLlamaParams = ServeLlamaParams()
@@ -419,6 +443,20 @@ class BenchParams(Strict):
         return self
 
 
+class FairnessParams(Strict):
+    """`fairness` stage: one abusive and one polite API key through the gateway and llama-server."""
+
+    seconds: Annotated[float, Field(gt=0, le=600)] = 60.0  # the polite key's phases (alone, under the flood)
+    short_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0  # throughput phases and the unfair stack
+    abuser_clients: Annotated[int, Field(ge=1, le=256)] = 48  # connections at full speed; > max_concurrency + max_queue
+    abuser_max_tokens: Annotated[int, Field(ge=1)] = 512
+    abuser_retry_s: Annotated[float, Field(ge=0)] = 0.25  # a refused abuser request is retried after this
+    polite_rps: Annotated[float, Field(gt=0, le=10)] = 1.0
+    polite_max_tokens: Annotated[int, Field(ge=1)] = 32
+    request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    p95_ratio_target: Annotated[float, Field(gt=1)] = 3.0  # polite p95 under the flood vs alone: at most this
+
+
 class ReportParams(Strict):
     """reports/index.{md,html}: rendered from the stages' JSON files only."""
 
@@ -482,6 +520,7 @@ class Params(Strict):
     evaluate: EvaluateParams = EvaluateParams()
     quantize: QuantizeParams = QuantizeParams()
     bench: BenchParams = BenchParams()
+    fairness: FairnessParams = FairnessParams()
     report: ReportParams = ReportParams()
     sweep: SweepParams = SweepParams()
 

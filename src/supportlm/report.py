@@ -420,6 +420,7 @@ def collect_targets(reports: Path) -> list[dict[str, Any]]:
 
     add_list("quantize", load_json(reports / "quantization.json"), "quantization.md")
     add_list("bench", load_json(reports / "bench.json"), "bench.md")
+    add_list("fairness", load_json(reports / "fairness.json"), "fairness.md")
     return out
 
 
@@ -628,6 +629,37 @@ def section_containers(reports: Path, max_rows: int) -> Section:
     return Section("containers", title, blocks)
 
 
+def section_fairness(reports: Path, max_rows: int) -> Section:
+    f = load_json(reports / "fairness.json")
+    title = "Fairness between API keys"
+    if f is None:
+        return Section("fairness", title, not_run("fairness", "reports/fairness.json"), ran=False)
+    if "_error" in f:
+        return Section("fairness", title, [Para(f["_error"])])
+    load, lim, hw = f.get("load") or {}, f.get("limits") or {}, f.get("hardware") or {}
+    blocks: list[Block] = [Para(
+        f"One abusive key ({load.get('abuser_clients')} connections at full speed, {load.get('abuser_max_tokens')}-token "
+        f"requests) and one polite key ({load.get('polite_rps')} request/s, {load.get('polite_max_tokens')} tokens) "
+        f"through the gateway and llama-server; per-key limits under test: per_key_concurrency="
+        f"{lim.get('per_key_concurrency')}, fair_window_s={lim.get('fair_window_s')}, "
+        f"max_concurrency={lim.get('max_concurrency')}. CPU: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores.")]
+    rows = []
+    for phase, data in (f.get("phases") or {}).items():
+        for who in ("polite", "abuser"):
+            d = data.get(who) if isinstance(data, dict) else None
+            if isinstance(d, dict):
+                statuses = ", ".join(f"{k}: {v}" for k, v in (d.get("statuses") or {}).items())
+                rows.append([phase, who, num(d.get("requests")), statuses, num(d.get("p50_ms")), num(d.get("p95_ms")),
+                             num(d.get("tokens_per_s"))])  # fmt: skip
+    if rows:
+        blocks.append(Table(["phase", "key", "requests", "statuses", "p50 ms", "p95 ms", "tokens/s"], rows[:max_rows],
+                            align_right={2, 4, 5, 6},
+                            note="unfair = the same gateway without per-key caps or token budget (the old one)"))  # fmt: skip
+    blocks += stage_plots(reports, "fairness")
+    blocks += details_para(reports, ["fairness.md"])
+    return Section("fairness", title, blocks)
+
+
 SECTION_BUILDERS = {  # builder -> (key, title) when it fails
     section_data: ("data", "Data quality"),
     section_train: ("train", "Training"),
@@ -636,6 +668,7 @@ SECTION_BUILDERS = {  # builder -> (key, title) when it fails
     section_human: ("human", "Human evaluation"),
     section_quant: ("quant", "Quantization"),
     section_bench: ("bench", "Serving benchmark"),
+    section_fairness: ("fairness", "Fairness between API keys"),
     section_containers: ("containers", "Containers"),
 }
 

@@ -14,7 +14,7 @@ from supportlm.bench.containers import COMPOSE_PROJECT, compose_cli, compose_sta
 
 from .conftest import ROOT, free_port
 
-ALICE = {"Authorization": "Bearer sk-alice-123"}
+ALICE = {"Authorization": "Bearer sk-alice-0123456789"}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def stack(tmp_path_factory):
                           text=True, timeout=3600, check=False)  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     models = tmp_path_factory.mktemp("models")  # empty: the engine serves the bundled base model
-    env = {"SUPPORTLM_API_KEYS": "alice:sk-alice-123", "GATEWAY_PORT": str(free_port()),
+    env = {"SUPPORTLM_API_KEYS": "alice:sk-alice-0123456789", "GATEWAY_PORT": str(free_port()),
            "PROMETHEUS_PORT": str(free_port()), "SUPPORTLM_MODELS_DIR": str(models),
            "SUPPORTLM_LIMITS_BURST": "3", "SUPPORTLM_LIMITS_RATE_PER_S": "0.05"}  # fmt: skip
     with compose_stack(ROOT, env, timeout_s=300) as ready_s:

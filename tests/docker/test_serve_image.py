@@ -31,7 +31,7 @@ def image() -> str:
 def served(image: str):
     port, name = free_port(), f"supportlm-test-{uuid.uuid4().hex[:8]}"
     cmd = ["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8000",
-           "-e", "SUPPORTLM_API_KEYS=alice:sk-alice-123", "-e", "SUPPORTLM_LIMITS_BURST=3",
+           "-e", "SUPPORTLM_API_KEYS=alice:sk-alice-0123456789", "-e", "SUPPORTLM_LIMITS_BURST=3",
            "-e", "SUPPORTLM_LIMITS_RATE_PER_S=0.05", "-e", "SUPPORTLM_LLAMA_THREADS=2", image]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
     url = f"http://127.0.0.1:{port}"
@@ -55,7 +55,7 @@ def served(image: str):
         subprocess.run(["docker", "stop", "-t", "20", name], capture_output=True, check=False, timeout=60)
 
 
-ALICE = {"Authorization": "Bearer sk-alice-123"}
+ALICE = {"Authorization": "Bearer sk-alice-0123456789"}
 
 
 def _chat(stream: bool = False) -> dict:

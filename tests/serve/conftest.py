@@ -39,9 +39,9 @@ from .fake_engine import create_app as create_fake_engine
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 FAKE_ENGINE = HERE / "fake_engine.py"
-KEYS = "alice:sk-alice-123,bob:sk-bob-456"
-ALICE = {"Authorization": "Bearer sk-alice-123"}
-BOB = {"Authorization": "Bearer sk-bob-456"}
+KEYS = "alice:sk-alice-0123456789,bob:sk-bob-4567890123"
+ALICE = {"Authorization": "Bearer sk-alice-0123456789"}
+BOB = {"Authorization": "Bearer sk-bob-4567890123"}
 FAKE_REPLY_16 = "Thanks for contacting support." + "".join(f" t{i}" for i in range(11))
 
 
@@ -91,6 +91,7 @@ async def gateway(
         transport=httpx2.ASGITransport(fake),
     )
     app = build_app(settings or make_settings(), engine, clock=clock)
+    await app.state.gateway.monitor.check()  # the monitor's first probe (no lifespan in-process)
     transport = httpx2.ASGITransport(app, raise_app_exceptions=False)
     async with httpx2.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client:
         client.app = app  # type: ignore[attr-defined]
@@ -123,21 +124,27 @@ def wait_until(
 class ServerThread:
     """uvicorn serving `app` on 127.0.0.1:<port> in a daemon thread (lifespan on: the engine monitor runs)."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, settings: ServeSettings | None = None) -> None:
+        """`settings`: run serve()'s own uvicorn configuration (connection limit, keep-alive) on this port."""
         import uvicorn
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-        )
-        self.server = uvicorn.Server(config)
+        if settings is not None:
+            from supportlm.serve.server import _uvicorn_server
+
+            self.server = _uvicorn_server(app, settings.model_copy(update={"host": "127.0.0.1", "port": self.port}))
+        else:
+            config = uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=2,
+            )
+            self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Self:

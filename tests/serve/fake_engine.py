@@ -48,6 +48,7 @@ def create_app(*, token_delay: float = 0.0, kind: str = "llamacpp", model_id: st
         "active": 0,
         "max_active": 0,
         "last_body": None,
+        "health_checks": 0,
     }
     app.state.fake = state
 
@@ -56,6 +57,9 @@ def create_app(*, token_delay: float = 0.0, kind: str = "llamacpp", model_id: st
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        state["health_checks"] += 1
+        if state.get("health_delay"):
+            await asyncio.sleep(state["health_delay"])
         if state["loading"]:
             return JSONResponse({"error": {"message": "Loading model", "type": "unavailable_error"}}, 503)
         return JSONResponse({"status": "ok"})
@@ -107,6 +111,8 @@ def create_app(*, token_delay: float = 0.0, kind: str = "llamacpp", model_id: st
         delay = 0.2 if "__slow__" in last else state["token_delay"]
         hang = 30.0 if "__hang__" in last else 0.0
         toks = reply_tokens(int(body.get("max_tokens") or 16))
+        if "__short__" in last:  # stops early: most of max_tokens goes unused
+            toks = toks[:4]
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -120,6 +126,9 @@ def create_app(*, token_delay: float = 0.0, kind: str = "llamacpp", model_id: st
             state["max_active"] = max(state["max_active"], state["active"])
             try:
                 await asyncio.sleep(hang + delay * len(toks))
+            except asyncio.CancelledError:  # the caller hung up: stop generating, like llama-server
+                state["cancelled"] += 1
+                raise
             finally:
                 state["active"] -= 1
             state["completed"] += 1

@@ -1,5 +1,5 @@
-"""API keys (401), per-key token buckets (429 + Retry-After, exact with an injected clock), bounded
-concurrency + queue (503 + Retry-After)."""
+"""API keys (401), per-key request buckets (429 + Retry-After, exact with an injected clock), bounded
+concurrency + queue (503 + Retry-After). Fairness between keys: test_scheduler.py and test_hardening.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from supportlm.errors import ConfigError
+from supportlm.serve.auth import KeyStore, default_key_id
+from supportlm.serve.budgets import MAX_WAIT_S, LocalBuckets
 from supportlm.serve.errors import Overloaded
-from supportlm.serve.limits import ConcurrencyLimiter, KeyStore, RateLimiter, default_key_id
+from supportlm.serve.limits import RequestRate
+from supportlm.serve.scheduler import FairScheduler
 
 from .conftest import ALICE, BOB, FakeClock, chat_body, gateway, make_settings
 from .fake_engine import create_app as create_fake_engine
@@ -30,7 +33,7 @@ def run(coro: Any) -> Any:
     [
         ({}, "missing_api_key"),
         ({"Authorization": "Bearer sk-wrong"}, "invalid_api_key"),
-        ({"Authorization": "Bearer sk-alice-12"}, "invalid_api_key"),  # a prefix of a real key
+        ({"Authorization": "Bearer sk-alice-012345678"}, "invalid_api_key"),  # a prefix of a real key
         ({"Authorization": "Basic c2stYWxpY2UtMTIz"}, "missing_api_key"),
         ({"Authorization": "Bearer "}, "missing_api_key"),
         ({"X-API-Key": "nope"}, "invalid_api_key"),
@@ -64,7 +67,7 @@ def test_good_keys_both_headers() -> None:
     async def go() -> list[int]:
         async with gateway() as c:
             a = await c.post("/v1/chat/completions", json=chat_body(), headers=ALICE)
-            b = await c.post("/v1/chat/completions", json=chat_body(), headers={"X-API-Key": "sk-bob-456"})
+            b = await c.post("/v1/chat/completions", json=chat_body(), headers={"X-API-Key": "sk-bob-4567890123"})
             m = await c.get("/v1/models", headers=BOB)
             return [a.status_code, b.status_code, m.status_code]
 
@@ -83,13 +86,12 @@ def test_no_keys_configured_refuses_unless_anonymous_is_allowed() -> None:
 
 def test_keystore_env_and_file(tmp_path: Path) -> None:
     f = tmp_path / "keys.txt"
-    f.write_text("# team keys\nalice: sk-a\n\nbob:sk-b  \n")
-    store = KeyStore.load("sk-plain, carol:sk-c", f)
+    a, b, c, plain = ("sk-" + x * 16 for x in "abcp")
+    f.write_text(f"# team keys\nalice: {a}\n\nbob:{b}  \n")
+    store = KeyStore.load(f"{plain}, carol:{c}", f)
     assert len(store) == 4
-    assert store.check("sk-a") == "alice" and store.check("sk-b") == "bob" and store.check("sk-c") == "carol"
-    assert store.check("sk-plain") == default_key_id("sk-plain") and default_key_id("sk-plain").startswith(
-        "key-"
-    )
+    assert store.check(a) == "alice" and store.check(b) == "bob" and store.check(c) == "carol"
+    assert store.check(plain) == default_key_id(plain) and default_key_id(plain).startswith("key-")
     assert store.check("sk-") is None and store.check("") is None and store.check(None) is None
     bad = tmp_path / "bad.txt"
     bad.write_text("just-a-secret-without-id\n")
@@ -97,7 +99,38 @@ def test_keystore_env_and_file(tmp_path: Path) -> None:
         KeyStore.load(None, bad)
     assert "bad.txt:1" in str(exc.value) and "just-a-secret" not in str(exc.value)  # never echo a key
     with pytest.raises(ConfigError, match="twice"):
-        KeyStore.load("a:1,a:2")
+        KeyStore.load(f"a:{a},a:{b}")
+
+
+@pytest.mark.parametrize("where", ["env", "file"])
+def test_short_keys_are_refused_at_startup_naming_the_key_id_not_the_key(tmp_path: Path, where: str) -> None:
+    f = tmp_path / "keys.txt"
+    f.write_text("dev: sk-dev\n")
+    with pytest.raises(ConfigError) as exc:
+        KeyStore.load("dev:sk-dev") if where == "env" else KeyStore.load(None, f)
+    msg = str(exc.value)
+    assert "`dev` is 6 characters" in msg and "at least 16" in msg and "secrets.token_urlsafe" in msg
+    assert "sk-dev" not in msg
+    assert where == "env" or "keys.txt:1" in msg
+    assert len(KeyStore.load("dev:sk-dev", min_length=6)) == 1  # the operator may lower it, knowingly
+
+
+def test_docs_examples_use_keys_the_gateway_accepts() -> None:
+    """Every key the README, docs/ and compose.yaml show is long enough to start the gateway."""
+    import re
+
+    from .conftest import ROOT
+
+    texts = [ROOT / "README.md", ROOT / "docker" / "compose.yaml", *sorted((ROOT / "docs").glob("*.md"))]
+    keys = []
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        keys += [(path.name, k) for k in re.findall(r"Bearer ([A-Za-z0-9_\-]+)", text)]
+        for spec in re.findall(r"SUPPORTLM_API_KEYS[=:]\s*\"?([A-Za-z0-9][^\s\"]*)", text):
+            keys += [(path.name, item.partition(":")[2] or item) for item in spec.split(",")]
+    keys = [(n, k) for n, k in keys if not k.startswith(("$", "<", "...")) and k not in ("...", "id", "key", "wrong")]
+    assert keys, "no example keys found: the pattern above is stale"
+    assert [(n, k) for n, k in keys if len(k) < 16] == []
 
 
 # ---------------------------------------------------------------- rate limit
@@ -105,17 +138,21 @@ def test_keystore_env_and_file(tmp_path: Path) -> None:
 
 def test_token_bucket_retry_after_is_computed_from_the_bucket() -> None:
     clock = FakeClock()
-    rl = RateLimiter(burst=3, rate_per_s=0.5, clock=clock)
-    assert [rl.acquire("k") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert rl.acquire("k") == pytest.approx(2.0)  # one token at 0.5/s
-    clock.advance(1.0)
-    assert rl.acquire("k") == pytest.approx(1.0)  # half a token back
-    clock.advance(1.0)
-    assert rl.acquire("k") == 0.0
-    assert rl.acquire("other") == 0.0  # buckets are per key
-    never = RateLimiter(burst=1, rate_per_s=0.0, clock=clock)
-    never.acquire("k")
-    assert never.acquire("k") == RateLimiter.MAX_RETRY_AFTER_S
+    rl = RequestRate(LocalBuckets(clock), burst=3, rate_per_s=0.5)
+
+    async def go() -> None:
+        assert [await rl.acquire("k") for _ in range(3)] == [0.0, 0.0, 0.0]
+        assert await rl.acquire("k") == pytest.approx(2.0)  # one token at 0.5/s
+        clock.advance(1.0)
+        assert await rl.acquire("k") == pytest.approx(1.0)  # half a token back
+        clock.advance(1.0)
+        assert await rl.acquire("k") == 0.0
+        assert await rl.acquire("other") == 0.0  # buckets are per key
+        never = RequestRate(LocalBuckets(clock), burst=1, rate_per_s=0.0)
+        await never.acquire("k")
+        assert await never.acquire("k") == MAX_WAIT_S
+
+    run(go())
 
 
 def test_100_concurrent_requests_on_a_burst_10_key_give_exactly_90_429s() -> None:
@@ -192,7 +229,7 @@ def test_queue_full_is_503_with_retry_after() -> None:
 
 def test_queue_wait_is_bounded() -> None:
     async def go() -> None:
-        lim = ConcurrencyLimiter(max_concurrency=1, max_queue=5, timeout_s=0.1)
+        lim = FairScheduler(max_concurrency=1, max_queue=5, timeout_s=0.1)
         held = await lim.acquire()
         with pytest.raises(Overloaded) as exc:
             await lim.acquire()
@@ -210,7 +247,7 @@ def test_queue_wait_is_bounded() -> None:
 def test_queue_is_fifo_and_slots_are_handed_over() -> None:
     async def go() -> list[int]:
         changes: list[tuple[int, int]] = []
-        lim = ConcurrencyLimiter(1, 10, 5, on_change=lambda a, w: changes.append((a, w)))
+        lim = FairScheduler(1, 10, 5, on_change=lambda a, w: changes.append((a, w)))  # one key: FIFO
         order: list[int] = []
         first = await lim.acquire()
 

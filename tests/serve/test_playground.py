@@ -190,7 +190,7 @@ def test_playground_streams_a_reply_and_explains_errors(browser: CDP, tmp_path: 
             )
 
         # 1. a question; the reply streams in (we catch it half-written), then completes
-        ask("How do I track my order?", "sk-alice-123")
+        ask("How do I track my order?", "sk-alice-0123456789")
         partial = browser.wait_js(
             "(() => { const m = document.querySelector('.msg.assistant.streaming'); "
             "return m && m.textContent.length > 0 && m.textContent; })()",
@@ -225,7 +225,7 @@ def test_playground_streams_a_reply_and_explains_errors(browser: CDP, tmp_path: 
         assert browser.js("document.querySelectorAll('.msg.assistant').length") == 1
 
         # 3. Stop mid-stream: the fetch is aborted, the gateway cancels the engine request
-        ask("__slow__ tell me everything", "sk-alice-123")  # 0.2 s per token
+        ask("__slow__ tell me everything", "sk-alice-0123456789")  # 0.2 s per token
         browser.wait_js("document.querySelector('.msg.assistant.streaming')?.textContent.length > 0", 10)
         browser.js("document.getElementById('stop').click()")
         browser.wait_js("document.body.dataset.state === 'done'", 5)
@@ -233,12 +233,12 @@ def test_playground_streams_a_reply_and_explains_errors(browser: CDP, tmp_path: 
         wait_until(lambda: fake.stats()["cancelled"] == 1, 5, what="the engine to see the cancellation")
 
         # 4. next turn carries the history; then the 3-request burst is spent: a readable 429
-        ask("And a refund?", "sk-alice-123")
+        ask("And a refund?", "sk-alice-0123456789")
         browser.wait_js("document.body.dataset.state === 'done'", 15)
         assert [m["role"] for m in fake.stats()["last_body"]["messages"]] == ["user", "assistant"] * 2 + [
             "user"
         ]
-        ask("One more?", "sk-alice-123")
+        ask("One more?", "sk-alice-0123456789")
         browser.wait_js("document.body.dataset.state === 'error'", 10)
         error = browser.js("document.getElementById('error').textContent")
         assert error.startswith("429 Rate limited:") and error.endswith("retry in 100 s")

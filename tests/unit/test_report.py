@@ -131,7 +131,7 @@ def test_every_section_is_rendered(tmp_path: Path) -> None:
         assert f"<h2>{title}</h2>" in page
     # sweep.json is the one missing file
     assert out["sections"] == {"targets": "ok", "data": "ok", "train": "ok", "sweep": "not run yet", "eval": "ok",
-                               "human": "ok", "quant": "ok", "bench": "ok", "containers": "not run yet",
+                               "human": "ok", "quant": "ok", "bench": "ok", "fairness": "not run yet", "containers": "not run yet",
                                "lineage": "ok"}  # fmt: skip
     assert "Not run yet" in _section(md, "Hyperparameter sweep")
     # numbers are copied, not recomputed
@@ -162,6 +162,25 @@ def test_containers_section_copies_the_measured_numbers(tmp_path: Path) -> None:
     assert "| supportlm-train:0.1.0 | supportlm-base:bookworm | 7,123 | 412.5 | 1.25 |" in md
     assert "containers/host = 1.25x" in md and "2/2 stages" in md and "ready in 9.5 s" in md
     assert "Test CPU, 2 cores, avx2" in md
+
+
+def test_fairness_section_copies_phases_and_targets(tmp_path: Path) -> None:
+    make_reports(tmp_path)
+    phase = {"requests": 60, "ok": 60, "statuses": {"200": 60}, "p50_ms": 500.0, "p95_ms": 800.0, "tokens_per_s": 30.0}
+    (tmp_path / "reports/fairness.json").write_text(json.dumps({
+        "phases": {"fair/polite_alone": {"polite": phase}},
+        "load": {"abuser_clients": 48, "abuser_max_tokens": 512, "polite_rps": 1.0, "polite_max_tokens": 32},
+        "limits": {"per_key_concurrency": None, "fair_window_s": 10.0, "max_concurrency": 8},
+        "hardware": {"cpu": "Test CPU", "cores": 2},
+        "targets": [{"name": "polite p95 under the flood / solo p95", "goal": "<= 3x", "measured": 10.7,
+                     "met": False}]}))  # fmt: skip
+    out = render(tmp_path)
+    assert out["sections"]["fairness"] == "ok"
+    md = _section((tmp_path / "reports/index.md").read_text(), "Fairness between API keys")
+    assert "| fair/polite_alone | polite | 60 | 200: 60 | 500 | 800 | 30 |" in md.replace(".0 |", " |")
+    assert "Test CPU, 2 cores" in md and "48 connections" in md
+    targets = (tmp_path / "reports/index.md").read_text()
+    assert "polite p95 under the flood / solo p95" in targets
 
 
 def test_missing_json_sections_say_not_run_yet(tmp_path: Path) -> None:

@@ -336,8 +336,13 @@ def bench_settings(serve_params: Any, model: Path | None, *, threads: int | None
         "model_fallback_bundled": False,
         "api_keys": f"bench:sk-bench-{secrets.token_urlsafe(18)}",
         "api_keys_file": None,
-        "limits_rate_per_s": 1e6,  # the load generator is one key: the per-key bucket would throttle it
+        # the load generator is one key: per-key limits would measure the cap, not the engine
+        "limits_rate_per_s": 1e6,
         "limits_burst": 1_000_000,
+        "limits_per_key_concurrency": None,  # all slots
+        "limits_per_key_queue": max(int(base.get("limits_max_queue") or 0), max_level),
+        "limits_fair_window_s": 0.0,
+        "limits_token_rate_per_s": None,
         "limits_max_queue": max(int(base.get("limits_max_queue") or 0), max_level),
         "log_stdout": False,
         "log_file": None,
@@ -355,7 +360,7 @@ def serving_stack(settings: Any, work: Path, start_timeout_s: float = 240.0) -> 
 
     data = settings.model_dump(mode="json")
     data["api_keys"] = settings.api_keys.get_secret_value()  # "bench:<key>"
-    key = data["api_keys"].split(":", 1)[1]
+    key = data["api_keys"].split(",")[0].split(":", 1)[1]  # the first key's secret
     if settings.engine_api_key is not None:
         data["engine_api_key"] = settings.engine_api_key.get_secret_value()
     cfg = work / "serve-settings.json"

@@ -57,6 +57,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from supportlm.errors import SupportLMError
+from supportlm.serve.auth import AuthThrottle, KeyStore, presented_key
+from supportlm.serve.budgets import make_buckets
 from supportlm.serve.engines import Engine, EngineMonitor, UpstreamStream, engine_from_settings
 from supportlm.serve.errors import (
     HTTP_STATUS_SPECS,
@@ -73,26 +75,20 @@ from supportlm.serve.errors import (
     spec_for,
     validation_message,
 )
-from supportlm.serve.limits import (
-    ConcurrencyLimiter,
-    KeyStore,
-    RateLimiter,
-    content_length,
-    limit_body,
-    presented_key,
-)
+from supportlm.serve.limits import RequestRate, TokenBudget, content_length, limit_body
 from supportlm.serve.logging import Metrics, RequestContext, RequestLogger, close_logger, make_logger
+from supportlm.serve.scheduler import FairScheduler, Slot
 from supportlm.serve.settings import ServeSettings, load_settings, resolve_model
 
 log = logging.getLogger("supportlm.serve")
 
 UNINSTRUMENTED = frozenset({"/healthz", "/readyz", "/metrics"})
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # fullmatch: `$` would let a trailing newline in
 # C0 controls except \t \n \r, DEL, and lone surrogates (valid JSON escapes, invalid text for an engine)
 BAD_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 PLAYGROUND_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
 
@@ -307,6 +303,16 @@ def request_models(s: ServeSettings) -> tuple[type[BaseModel], type[BaseModel]]:
                 raise ValueError("`prompt` must not be empty. Given: ''")
             return v
 
+        @model_validator(mode="after")
+        def _total(self) -> GenerateRequest:
+            total = len(self.prompt) + len(self.system or "")
+            if total > s.limits_max_prompt_chars:
+                raise ValueError(
+                    f"`prompt` and `system` must total at most {s.limits_max_prompt_chars:,} characters "
+                    f"(~{s.limits_max_prompt_chars // 4:,} tokens). Given: {total:,} characters"
+                )
+            return self
+
     return ChatRequest, GenerateRequest
 
 
@@ -328,10 +334,28 @@ class Gateway:
         self.settings = s = settings
         self.engine = engine
         self.metrics = Metrics(registry)
-        self.keys = KeyStore.load(s.api_keys.get_secret_value() if s.api_keys else None, s.api_keys_file)
-        self.rate = RateLimiter(s.limits_burst, s.limits_rate_per_s, clock)
-        self.limiter = ConcurrencyLimiter(
-            s.limits_max_concurrency, s.limits_max_queue, s.limits_queue_timeout_s, self.metrics.queue_changed
+        self.keys = KeyStore.load(
+            s.api_keys.get_secret_value() if s.api_keys else None, s.api_keys_file, s.limits_min_key_length
+        )
+        redis_url = s.limits_redis_url.get_secret_value() if s.limits_redis_url else None
+        self.buckets = make_buckets(s.limits_backend, redis_url, clock)
+        self.rate = RequestRate(self.buckets, s.limits_burst, s.limits_rate_per_s)
+        self.tokens = (
+            TokenBudget(self.buckets, s.limits_token_burst, s.limits_token_rate_per_s)
+            if s.limits_token_rate_per_s is not None
+            else None
+        )
+        self.auth_throttle = AuthThrottle(self.buckets, s.limits_auth_fail_burst, s.limits_auth_fail_rate_per_s)
+        self.limiter = FairScheduler(
+            s.limits_max_concurrency,
+            s.limits_max_queue,
+            s.limits_queue_timeout_s,
+            per_key_concurrency=s.limits_per_key_concurrency,
+            per_key_queue=s.limits_per_key_queue,
+            fair_window_s=s.limits_fair_window_s,
+            shared_concurrency=s.limits_shared_concurrency,
+            on_change=self.metrics.queue_changed,
+            clock=clock,
         )
         self.monitor = EngineMonitor(
             engine, s.engine_health_interval_s, lambda up: self.metrics.engine_up.set(1 if up else 0)
@@ -346,7 +370,8 @@ class Gateway:
         )
         self.request_log = RequestLogger(self.access_logger, s.log_prompts)
         self.model_info = model_info if model_info is not None else default_model_info(s)
-        self.route_paths: frozenset[str] = frozenset()  # filled by build_app: metric labels for early errors
+        self.routes: list[Any] = []  # filled by build_app: the middleware matches requests against them
+        self.key_required: set[Callable[..., Any]] = set()  # endpoints that need an API key (per route)
         if not len(self.keys):
             if s.allow_anonymous:
                 log.warning("no API keys configured and allow_anonymous=true: the gateway is open to anyone")
@@ -359,17 +384,28 @@ class Gateway:
 
     # -------------------------------------------------------- admission (middleware, before the body)
 
-    def admit(self, ctx: RequestContext, headers: Sequence[tuple[bytes, bytes]]) -> None:
+    async def admit(self, ctx: RequestContext, headers: Sequence[tuple[bytes, bytes]], address: str) -> None:
+        """Auth (401, and 429 for an address whose failed attempts are spent), request rate (429), size (413)."""
         s = self.settings
         if len(self.keys):
-            key = presented_key(headers)
-            if key is None:
-                raise Unauthorized(
-                    "Missing API key: send `Authorization: Bearer <key>` (or `X-API-Key: <key>`)",
-                    code="missing_api_key",
+            wait = await self.auth_throttle.blocked(address)
+            if wait > 0:
+                ctx.quiet = not self.auth_throttle.should_log(address)
+                self.metrics.auth_throttled.inc()
+                raise RateLimited(
+                    f"Too many failed authentications from this address; retry in {math.ceil(wait)} s",
+                    code="too_many_auth_failures",
+                    retry_after=wait,
                 )
-            key_id = self.keys.check(key)
+            key = presented_key(headers)
+            key_id = self.keys.check(key) if key is not None else None
             if key_id is None:
+                await self.auth_throttle.failed(address)
+                if key is None:
+                    raise Unauthorized(
+                        "Missing API key: send `Authorization: Bearer <key>` (or `X-API-Key: <key>`)",
+                        code="missing_api_key",
+                    )
                 raise Unauthorized("Invalid API key", code="invalid_api_key")
         elif s.allow_anonymous:
             key_id = "anonymous"
@@ -380,7 +416,7 @@ class Gateway:
                 code="no_keys_configured",
             )
         ctx.key_id = key_id
-        wait = self.rate.acquire(key_id)
+        wait = await self.rate.acquire(key_id)
         if wait > 0:
             raise RateLimited(
                 f"Rate limit exceeded for key `{key_id}` ({s.limits_burst} requests burst, "
@@ -407,10 +443,9 @@ class Gateway:
             )
 
     def check_ready(self) -> None:
-        if self.monitor.ready is False:
-            detail = self.monitor.status.detail if self.monitor.status else "down"
+        if self.monitor.ready is False:  # why (host, error) is in the server log, not for clients
             raise EngineUnavailable(
-                f"The engine is not ready ({detail}); retry shortly",
+                "The engine is not ready; retry shortly",
                 code="engine_unavailable",
                 retry_after=self.settings.engine_retry_after_s,
             )
@@ -425,23 +460,70 @@ class Gateway:
             self.metrics.engine_errors.labels(exc.code or spec_for(exc).err).inc()
         return exc
 
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.check_ready()
-        slot = await self.limiter.acquire()
+    async def charge(self, ctx: RequestContext, body: dict[str, Any]) -> None:
+        """Token budget: prompt estimate + max_tokens up front (429 when the key cannot afford it)."""
+        if self.tokens is None:
+            return
+        cost = estimate_tokens("".join(str(m.get("content", "")) for m in body["messages"])) + body["max_tokens"]
+        wait = await self.tokens.charge(ctx.key_id, cost)
+        if wait > 0:
+            s = self.settings
+            raise RateLimited(
+                f"Token budget exceeded for key `{ctx.key_id}`: this request may use {cost:,} tokens "
+                f"(prompt estimate + max_tokens; {s.limits_token_burst:,} burst, {s.limits_token_rate_per_s:g}/s "
+                f"refill); retry in {math.ceil(wait)} s or ask for fewer max_tokens",
+                code="token_budget_exceeded",
+                retry_after=wait,
+            )
+        ctx.charged_tokens = cost
+
+    async def refund(self, ctx: RequestContext) -> None:
+        """Give back what the engine did not use (usage from the engine, else the estimate)."""
+        if self.tokens is None or not ctx.charged_tokens:
+            return
+        used = (ctx.prompt_tokens or 0) + (ctx.completion_tokens or 0)
+        charged, ctx.charged_tokens = ctx.charged_tokens, 0
         try:
-            return await self.engine.chat(body)
+            await self.tokens.refund(ctx.key_id, charged - used)
+        except Exception:  # a refund must never fail the request that earned it
+            log.exception("token refund failed")
+
+    async def acquire(self, ctx: RequestContext, body: dict[str, Any]) -> Slot:
+        self.check_ready()
+        await self.charge(ctx, body)
+        try:
+            return await self.limiter.acquire(ctx.key_id or "-")
+        except BaseException:
+            await self.refund(ctx)  # never ran: everything back
+            raise
+
+    async def chat(self, ctx: RequestContext, body: dict[str, Any], request: Request) -> dict[str, Any] | None:
+        """Non-streamed completion. None if the client went away first: the engine call is cancelled
+        (closing the upstream connection makes llama-server, TGI and vLLM stop generating)."""
+        slot = await self.acquire(ctx, body)
+        call = asyncio.ensure_future(self.engine.chat(body))
+        gone = asyncio.ensure_future(_wait_disconnect(request.receive))
+        try:
+            await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not call.done():
+                ctx.client_disconnected = True
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+                return None
+            return call.result()
         except ServeError as exc:
             raise self._engine_down(exc) from None
         finally:
+            gone.cancel()
             slot.release()
 
-    async def open_stream(self, body: dict[str, Any]) -> tuple[UpstreamStream, Callable[[], None]]:
-        self.check_ready()
-        slot = await self.limiter.acquire()
+    async def open_stream(self, ctx: RequestContext, body: dict[str, Any]) -> tuple[UpstreamStream, Callable[[], None]]:
+        slot = await self.acquire(ctx, body)
         try:
             return await self.engine.open_stream(body), slot.release
         except BaseException as exc:
             slot.release()
+            await self.refund(ctx)
             if isinstance(exc, ServeError):
                 raise self._engine_down(exc) from None
             raise
@@ -452,8 +534,13 @@ class Gateway:
         max_tokens: int | None,
         sampling: dict[str, Any],
     ) -> dict[str, Any]:
-        if self.settings.system_prompt and not any(m["role"] == "system" for m in messages):
-            messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
+        operator = self.settings.system_prompt
+        if operator:
+            # the operator's system prompt always leads (a client cannot remove the guardrail); a client's
+            # own system messages follow it in one system turn, so templates with one system slot work
+            client = [m["content"] for m in messages if m["role"] == "system"]
+            rest = [m for m in messages if m["role"] != "system"]
+            messages = [{"role": "system", "content": "\n\n".join([operator, *client])}, *rest]
         body = {"messages": messages, "max_tokens": max_tokens or self.settings.limits_default_max_tokens}
         body.update({k: v for k, v in sampling.items() if v is not None})
         return body
@@ -473,6 +560,19 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
+async def _wait_disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (the request body was read already)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "-"
+
+
 # ================================================================ middleware + streaming response
 
 
@@ -483,13 +583,27 @@ class GatewayMiddleware:
         self.app = app
         self.gw = gateway
 
+    def _route(self, scope: Scope) -> Any:
+        """The route this request will reach (matched like the router does, so a root path or a mount
+        prefix changes nothing), or None for an unknown path."""
+        from starlette.routing import Match
+
+        partial = None
+        for route in self.gw.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route
+            if match is Match.PARTIAL and partial is None:
+                partial = route  # right path, wrong method: the router answers 405
+        return partial
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = scope.get("headers", [])
         rid = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), "")
-        if not REQUEST_ID_RE.match(rid):
+        if not REQUEST_ID_RE.fullmatch(rid):
             rid = uuid.uuid4().hex
         ctx = RequestContext(rid, scope["method"], scope["path"], engine=self.gw.engine.kind)
         state = scope.setdefault("state", {})
@@ -508,9 +622,10 @@ class GatewayMiddleware:
                 }
             await send(message)
 
+        route = self._route(scope)
         try:
-            if scope["path"].startswith("/v1/"):
-                self.gw.admit(ctx, headers)
+            if route is not None and getattr(route, "endpoint", None) in self.gw.key_required:
+                await self.gw.admit(ctx, headers, client_address(scope))
                 receive = limit_body(receive, self.gw.settings.limits_max_body_bytes)
             await self.app(scope, receive, send_with_id)
         except ServeError as exc:  # admission: nothing has been sent yet
@@ -523,15 +638,15 @@ class GatewayMiddleware:
                 await internal_error(rid)(scope, receive, send_with_id)
             # else: a stream was under way; the connection just ends
         finally:
-            route = getattr(scope.get("route"), "path", None)
-            ctx.route = route or (scope["path"] if scope["path"] in self.gw.route_paths else "other")
+            ctx.route = getattr(route, "path", None) or "other"
             if ctx.status is None:
                 ctx.status = 500
-            if scope["path"] not in UNINSTRUMENTED:
+            if ctx.route not in UNINSTRUMENTED:
                 latency = time.perf_counter() - ctx.started
                 try:
                     self.gw.metrics.observe(ctx, latency)
-                    self.gw.request_log.log(ctx, latency * 1000)
+                    if not ctx.quiet:  # throttled auth failures: counted, one log line per address a minute
+                        self.gw.request_log.log(ctx, latency * 1000)
                 except Exception:  # observability must never fail a request
                     log.exception("request log/metrics failed")
 
@@ -562,30 +677,58 @@ class EngineStreamResponse(StreamingResponse):
         content: AsyncIterator[bytes],
         on_close: Sequence[Callable[[], Any]],
         ctx: RequestContext,
+        send_timeout_s: float = 30.0,
+        max_duration_s: float = 600.0,
     ) -> None:
         super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.on_close = list(on_close)
         self.ctx = ctx
-
-    async def _wait_disconnect(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
+        self.send_timeout_s = send_timeout_s
+        self.max_duration_s = max_duration_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stream = asyncio.ensure_future(self.stream_response(send))
-        watch = asyncio.ensure_future(self._wait_disconnect(receive))
+        started = False
+
+        async def bounded_send(message: Message) -> None:
+            # a client that stops reading fills the socket buffer and blocks `send`: past the send
+            # timeout the stream ends and its slot is freed
+            nonlocal started
+            try:
+                await asyncio.wait_for(send(message), self.send_timeout_s)
+            except TimeoutError:
+                self.ctx.end_reason = "send_timeout"
+                raise
+            started = True
+
+        stream = asyncio.ensure_future(self.stream_response(bounded_send))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            done, _ = await asyncio.wait({stream, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if stream not in done:
+            done, _ = await asyncio.wait(
+                {stream, watch}, timeout=self.max_duration_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                self.ctx.end_reason = "max_stream_duration"
+                log.warning("stream ended after %g s (max_stream_s), request_id=%s", self.max_duration_s,
+                            self.ctx.request_id)  # fmt: skip
+                stream.cancel()
+                await asyncio.gather(stream, return_exceptions=True)
+                if started:  # end the body cleanly: an error event the client can read, then [DONE]
+                    tail = sse(error_body(f"The stream reached the server's limit of {self.max_duration_s:g} s",
+                                          "timeout_error", None, "max_stream_duration"))  # fmt: skip
+                    with contextlib.suppress(Exception):
+                        await bounded_send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n",
+                                            "more_body": False})  # fmt: skip
+            elif stream not in done:
                 self.ctx.client_disconnected = True
                 stream.cancel()
             watch.cancel()
             await asyncio.gather(stream, watch, return_exceptions=True)
             if stream.done() and not stream.cancelled() and stream.exception() is not None:
                 exc = stream.exception()
-                if isinstance(exc, OSError):  # the client went away between chunks
+                if isinstance(exc, TimeoutError):  # a write blocked past send_timeout_s: a slow reader
+                    log.warning("stream ended: the client stopped reading for %g s, request_id=%s",
+                                self.send_timeout_s, self.ctx.request_id)  # fmt: skip
+                elif isinstance(exc, OSError):  # the client went away between chunks (TimeoutError is one too)
                     self.ctx.client_disconnected = True
                 else:
                     raise exc  # type: ignore[misc]
@@ -645,6 +788,7 @@ def build_app(
             yield
         finally:
             await gw.monitor.stop()
+            await gw.buckets.aclose()
             if owns_engine:
                 await engine.aclose()
             close_logger(gw.access_logger)
@@ -654,6 +798,10 @@ def build_app(
         version="0.1.0",
         description=(__doc__ or "").split("\n\n")[0],
         lifespan=lifespan,
+        # the docs pages load their JS from a CDN, on the origin where the playground keeps the key: off
+        # unless asked for (SUPPORTLM_DOCS=true); /openapi.json is always there
+        docs_url="/docs" if s.docs else None,
+        redoc_url="/redoc" if s.docs else None,
     )
     app.state.gateway = gw
 
@@ -743,33 +891,25 @@ def build_app(
         responses={503: {"model": ErrorBody, "description": "engine not ready (`type: healthcheck`)"}},
     )
     async def readyz() -> Response:
+        """From the background monitor's last probe: this route never probes the engine itself (a flood of
+        /readyz cannot load the engine or spend an external engine's quota), and it names no host, path
+        or upstream error (those are in the server log)."""
         if engine_down is not None and engine_down():
-            # the crash details (binary, signal, fix) are in the server log, not for unauthenticated clients
             return error_response(
                 503,
                 "Engine down: it crashed repeatedly and is no longer restarted; see the server log",
                 "healthcheck",
                 code="engine_down",
             )
-        status = await gw.monitor.check(timeout_s=min(2.0, s.engine_timeout_s))
-        if not status.ready:
+        if gw.monitor.ready is not True:
             return error_response(
                 503,
-                f"Engine not ready: {status.detail}",
+                "Engine not ready" if gw.monitor.ready is False else "Engine starting: not checked yet",
                 "healthcheck",
                 code="engine_not_ready",
                 retry_after=s.engine_retry_after_s,
             )
-        return JSONResponse(
-            {
-                "status": "ready",
-                "engine": engine.kind,
-                "model": s.model_served_name,
-                "engine_model": engine.model,
-                **gw.model_info,
-                "auth": gw.auth_mode,
-            }
-        )
+        return JSONResponse({"status": "ready", "model": s.model_served_name})
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
@@ -818,14 +958,17 @@ def build_app(
         ctx.prompt = "\n".join(f"{m['role']}: {m['content']}" for m in upstream["messages"])
         ctx.stream = req.stream
         if not req.stream:
-            data = await gw.chat(upstream)
+            data = await gw.chat(ctx, upstream, request)
+            if data is None:  # the client left; nobody reads this
+                return Response(status_code=499)
             data["model"] = s.model_served_name
             _account(ctx, data.get("usage"), upstream, _content(data))
+            await gw.refund(ctx)
             return JSONResponse(data)
-        stream, release = await gw.open_stream(upstream)
+        stream, release = await gw.open_stream(ctx, upstream)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = _chat_events(stream, ctx, upstream, include_usage)
-        return EngineStreamResponse(events, on_close=[stream.aclose, release], ctx=ctx)
+        return _stream_response(events, [stream.aclose, release, lambda: gw.refund(ctx)], ctx)
 
     @app.post(
         "/v1/generate",
@@ -849,9 +992,12 @@ def build_app(
         ctx.prompt = req.prompt
         ctx.stream = req.stream
         if not req.stream:
-            data = await gw.chat(upstream)
+            data = await gw.chat(ctx, upstream, request)
+            if data is None:
+                return Response(status_code=499)
             text = _content(data)
             _account(ctx, data.get("usage"), upstream, text)
+            await gw.refund(ctx)
             choice = data["choices"][0]
             return JSONResponse(
                 GenerateResponse(
@@ -864,9 +1010,13 @@ def build_app(
                     ),
                 ).model_dump()
             )
-        stream, release = await gw.open_stream(upstream)
+        stream, release = await gw.open_stream(ctx, upstream)
         events = _generate_events(stream, ctx, upstream)
-        return EngineStreamResponse(events, on_close=[stream.aclose, release], ctx=ctx)
+        return _stream_response(events, [stream.aclose, release, lambda: gw.refund(ctx)], ctx)
+
+    def _stream_response(events: AsyncIterator[bytes], on_close: list[Any], ctx: RequestContext) -> Response:
+        return EngineStreamResponse(events, on_close=on_close, ctx=ctx, send_timeout_s=s.limits_send_timeout_s,
+                                    max_duration_s=s.limits_max_stream_s)  # fmt: skip
 
     # -------------------------------------------------------- stream bodies
 
@@ -962,7 +1112,8 @@ def build_app(
             if first and last > first:
                 ctx.gen_s = last - first
 
-    gw.route_paths = frozenset(getattr(r, "path", "") for r in app.routes)
+    gw.routes = list(app.routes)
+    gw.key_required = {list_models, chat_completions, generate}
     # outermost (added last): request id, auth, rate limit, size, catch-all, log + metrics
     app.add_middleware(GatewayMiddleware, gateway=gw)
     return app

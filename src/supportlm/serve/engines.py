@@ -68,6 +68,7 @@ class EngineStatus:
     ready: bool
     detail: str
     checked_at: float
+    slow: bool = False  # no answer within the probe's timeout (busy, or hung), as opposed to refused/erroring
 
 
 class Engine:
@@ -90,6 +91,7 @@ class Engine:
         self.kind = kind
         self.spec = ENGINE_KINDS[kind]
         self.base_url = base_url.rstrip("/")
+        self.log_url = redact_url(self.base_url)  # for the server log: never the userinfo part
         self.timeout_s = timeout_s
         self._model = model or self.spec.default_model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -120,9 +122,11 @@ class Engine:
                 # a pooled keep-alive connection the engine already closed: one fresh try, not "down"
                 r = await self.client.get(self.spec.health_path, timeout=timeout_s)
         except httpx2.TimeoutException:
-            return EngineStatus(False, f"no answer from {self.base_url} within {timeout_s:g} s", now)
+            return EngineStatus(
+                False, f"no answer from {self.log_url} within {timeout_s:g} s", now, slow=True
+            )
         except httpx2.HTTPError as exc:
-            return EngineStatus(False, f"cannot reach {self.base_url}: {type(exc).__name__}", now)
+            return EngineStatus(False, f"cannot reach {self.log_url}: {type(exc).__name__}", now)
         if r.status_code != 200:
             return EngineStatus(False, f"{self.spec.health_path} answered {r.status_code} (loading?)", now)
         if self._model is None:
@@ -236,7 +240,8 @@ class UpstreamStream:
                     msg = (
                         event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
                     )
-                    raise EngineFailure(f"The engine failed mid-stream: {str(msg)[:MAX_UPSTREAM_ERROR]}")
+                    log.warning("engine error mid-stream: %s", str(msg)[:MAX_UPSTREAM_ERROR])
+                    raise EngineFailure("The engine failed mid-stream", code="engine_error")
                 if isinstance(event, dict):
                     yield event
         except httpx2.TimeoutException:
@@ -251,6 +256,20 @@ class UpstreamStream:
         if not self.closed:
             self.closed = True
             await self.response.aclose()
+
+
+def redact_url(url: str) -> str:
+    """`scheme://user:pass@host:port/path` -> `scheme://host:port/path` (for logs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _unreachable(exc: httpx2.HTTPError) -> ServeError:
@@ -281,9 +300,11 @@ def upstream_error(status: int, text: str, retry_after: str | None = None) -> Se
             param="messages" if context else None,
             code="context_length_exceeded" if context else "engine_rejected",
         )
+    # busy / failed: the engine's own words go to the server log only (they can name hosts, paths, versions)
+    log.warning("engine answered HTTP %d: %s", status, message)
     if status in (429, 503):
-        return Overloaded(f"The engine is busy: {message}", code="engine_busy", retry_after=wait or 1)
-    return EngineFailure(f"The engine failed (HTTP {status}): {message}", code="engine_error")
+        return Overloaded("The engine is busy; retry shortly", code="engine_busy", retry_after=wait or 1)
+    return EngineFailure(f"The engine failed (HTTP {status})", code="engine_error")
 
 
 class EngineMonitor:
@@ -291,7 +312,12 @@ class EngineMonitor:
 
     `ready` is None until the first probe (requests are tried), then True/False. A request that
     finds the engine unreachable marks it down at once; the next successful probe brings it back.
+    One slow probe is not an outage: a busy engine on a small CPU can miss the probe timeout while it
+    serves every request, and flipping readiness would turn that load into 503s for everyone. Only
+    `slow_probes_to_down` slow probes in a row mark a ready engine down (refusals and errors at once).
     """
+
+    slow_probes_to_down = 2
 
     def __init__(
         self,
@@ -305,9 +331,14 @@ class EngineMonitor:
         self.status: EngineStatus | None = None
         self._task: asyncio.Task[None] | None = None
         self._on_change = on_change or (lambda ready: None)
+        self._slow = 0
 
     async def check(self, timeout_s: float = 2.0) -> EngineStatus:
         status = await self.engine.probe(timeout_s)
+        self._slow = self._slow + 1 if status.slow else 0
+        if status.slow and self.ready and self._slow < self.slow_probes_to_down:
+            log.info("engine probe slow (%d in a row, %s); still counted ready", self._slow, status.detail)
+            return status
         self.status = status
         self._set(status.ready, status.detail)
         return status
@@ -331,7 +362,7 @@ class EngineMonitor:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.check(min(self.interval_s, 5.0))
+                await self.check(max(self.interval_s, 5.0))
             except Exception:  # never let the monitor die
                 log.exception("engine probe failed")
             await asyncio.sleep(self.interval_s)

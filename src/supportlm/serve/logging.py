@@ -120,6 +120,9 @@ class RequestContext:
     prompt: str | None = field(default=None, repr=False)
     reply: str | None = field(default=None, repr=False)
     started: float = field(default_factory=time.perf_counter)
+    end_reason: str | None = None  # a stream ended by the gateway: send_timeout | max_stream_duration
+    charged_tokens: int = field(default=0, repr=False)  # token budget held until the refund
+    quiet: bool = field(default=False, repr=False)  # no log line (a throttled auth failure already logged)
 
 
 class RequestLogger:
@@ -129,7 +132,7 @@ class RequestLogger:
 
     def log(self, ctx: RequestContext, latency_ms: float) -> None:
         fields = asdict(ctx)
-        for k in ("prompt", "reply", "started", "gen_s", "path"):
+        for k in ("prompt", "reply", "started", "gen_s", "path", "charged_tokens", "quiet"):
             fields.pop(k)
         fields = {"event": "request", **fields}
         fields["latency_ms"] = round(latency_ms, 1)
@@ -196,6 +199,10 @@ class Metrics:
         )
         self.engine_errors = Counter(
             "supportlm_engine_errors", "Engine call failures by reason.", ["reason"], registry=r
+        )
+        self.auth_throttled = Counter(
+            "supportlm_auth_throttled", "Requests refused because their address failed authentication too often.",
+            registry=r,
         )
 
     def queue_changed(self, active: int, waiting: int) -> None:

@@ -2,7 +2,7 @@
 run the gateway (uvicorn), restart the engine with backoff if it dies, and shut both down gracefully.
 
     python -m supportlm.serve.server          # same as `supportlm serve` / `make serve`
-    SUPPORTLM_API_KEYS=dev:sk-dev SUPPORTLM_LLAMA_PARALLEL=8 python -m supportlm.serve.server
+    SUPPORTLM_API_KEYS=dev:sk-dev-1234567890abcdef SUPPORTLM_LLAMA_PARALLEL=8 python -m supportlm.serve.server
 
 Lifecycle of `serve(settings)`:
 
@@ -44,7 +44,7 @@ from typing import Any
 
 from supportlm.errors import ConfigError, MissingDependencyError, SupportLMError
 from supportlm.runtime import describe_exit, signal_fix
-from supportlm.serve.engines import Engine, engine_from_settings
+from supportlm.serve.engines import Engine, engine_from_settings, redact_url
 from supportlm.serve.logging import JsonFormatter
 from supportlm.serve.settings import ServeSettings, default_threads, load_settings, resolve_model
 
@@ -168,7 +168,7 @@ class EngineProcess:
         return self.proc.pid if self.proc else None
 
     async def start(self) -> None:
-        log.info("starting engine: %s", shlex.join(self.cmd))
+        log.info("starting engine: %s", shlex.join(redact_args(self.cmd)))
         self.tail.clear()
         self.proc = await asyncio.create_subprocess_exec(
             *self.cmd,
@@ -276,6 +276,25 @@ class EngineProcess:
                 await asyncio.wait_for(self._pump, 2.0)
 
 
+SECRET_FLAGS = ("--api-key", "--api-key-file", "--hf-token", "--token", "--password")
+
+
+def redact_args(cmd: list[str]) -> list[str]:
+    """A command line fit for the log: the value after a secret flag (or in `--flag=value`) is `***`."""
+    out, hide = [], False
+    for arg in cmd:
+        if hide:
+            out.append("***")
+            hide = False
+            continue
+        flag, eq, _ = arg.partition("=")
+        if flag in SECRET_FLAGS:
+            out.append(f"{flag}=***" if eq else arg)
+            hide = not eq
+            continue
+        out.append(redact_url(arg) if "://" in arg else arg)
+    return out
+
 # ---------------------------------------------------------------- uvicorn without re-raised signals
 
 
@@ -319,7 +338,10 @@ def _uvicorn_server(app: Any, settings: ServeSettings) -> Any:
         log_config=None,  # our JSON logging (configure_logging) stays in charge
         access_log=False,  # the gateway writes its own request log
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or 1,
-        timeout_keep_alive=5,
+        timeout_keep_alive=max(1, round(settings.limits_keep_alive_s)),
+        # connections + tasks at once; beyond it uvicorn answers 503. uvicorn has no timeout for a request
+        # whose headers arrive slowly: the proxy in front must (docs/deployment.md, client_header_timeout)
+        limit_concurrency=settings.limits_max_connections,
         lifespan="on",
     )
     return Server(config)
@@ -361,9 +383,11 @@ def serve(settings: ServeSettings | None = None) -> None:
 
 async def serve_async(s: ServeSettings) -> None:
     from supportlm.serve.app import build_app
-    from supportlm.serve.limits import KeyStore
+    from supportlm.serve.auth import KeyStore
 
-    keys = KeyStore.load(s.api_keys.get_secret_value() if s.api_keys else None, s.api_keys_file)
+    keys = KeyStore.load(
+        s.api_keys.get_secret_value() if s.api_keys else None, s.api_keys_file, s.limits_min_key_length
+    )
     if not len(keys) and not s.allow_anonymous:
         raise ConfigError(
             "no API keys configured: set SUPPORTLM_API_KEYS=id:key[,id:key] or SUPPORTLM_API_KEYS_FILE, "
@@ -390,7 +414,7 @@ async def serve_async(s: ServeSettings) -> None:
             await proc.wait_ready()
             supervisor = asyncio.create_task(proc.supervise(), name="engine-supervisor")
         else:
-            log.info("using external %s engine at %s", s.engine_kind, s.engine_base_url)
+            log.info("using external %s engine at %s", s.engine_kind, redact_url(s.engine_base_url))
         engine_down = (lambda: proc.gave_up) if proc is not None else None
         app = build_app(s, engine, model_info=model_info, engine_down=engine_down)
         server = _uvicorn_server(app, s)

@@ -3,7 +3,7 @@
 Every field can be set three ways, strongest first:
 
 1. an environment variable, the field name upper-cased: `SUPPORTLM_ENGINE_KIND=tgi`,
-   `SUPPORTLM_LIMITS_BURST=50`, `SUPPORTLM_API_KEYS=alice:sk-a,bob:sk-b`;
+   `SUPPORTLM_LIMITS_BURST=50`, `SUPPORTLM_API_KEYS=alice:<key>,bob:<key>` (keys >= 16 characters);
 2. the `serve:` block of params.yaml (`ServeParams` in supportlm.config), through
    `ServeSettings.from_params(params.serve)`: `serve.limits.burst` -> `limits_burst`;
 3. the defaults below (the embedded CPU profile: llama-server on 127.0.0.1:8081).
@@ -37,7 +37,7 @@ class ServeSettings(BaseSettings):
     host: str = "127.0.0.1"  # 0.0.0.0 in containers
     port: int = Field(8000, ge=1, le=65535)
     drain_timeout_s: float = Field(30.0, gt=0)  # SIGTERM: in-flight requests get this long to finish
-    system_prompt: str | None = None  # prepended when a chat has no system message, and used by /v1/generate
+    system_prompt: str | None = None  # the operator's system message: always first, a client's system text after it
 
     # engine: which upstream, where, and how long we wait for it
     engine_kind: EngineKind = (
@@ -91,6 +91,22 @@ class ServeSettings(BaseSettings):
     limits_max_tokens: int = Field(2048, ge=1)  # upper bound of max_tokens / max_new_tokens (context)
     limits_default_max_tokens: int = Field(256, ge=1)  # when the request gives none
     limits_max_messages: int = Field(64, ge=1)
+    limits_per_key_concurrency: int | None = Field(None, ge=1)  # slots a key alone may hold (None = all)
+    limits_per_key_queue: int = Field(8, ge=1)  # queue places per key; a full queue sheds the key with most
+    limits_fair_window_s: float = Field(10.0, ge=0)  # a key counts as busy this long after its last request
+    limits_shared_concurrency: int | None = Field(None, ge=1)  # slots per key while others are busy (None: equal split)
+    limits_token_rate_per_s: float | None = Field(1000.0, gt=0)  # token budget refill per key (None = off)
+    limits_token_burst: int = Field(65536, ge=1)  # token budget size per key
+    limits_auth_fail_burst: int = Field(20, ge=1)  # failed authentications per client address ...
+    limits_auth_fail_rate_per_s: float = Field(0.2, gt=0)  # ... refilled at this rate; then 429
+    limits_min_key_length: int = Field(16, ge=1)  # shorter API keys are refused at startup
+    limits_send_timeout_s: float = Field(30.0, gt=0)  # a stream write blocked longer than this ends the stream
+    limits_max_stream_s: float = Field(600.0, gt=0)  # a stream older than this ends
+    limits_max_connections: int = Field(512, ge=1)  # uvicorn limit_concurrency: 503 beyond it
+    limits_keep_alive_s: float = Field(5.0, gt=0)  # idle keep-alive connections closed after this
+    limits_backend: Literal["memory", "redis"] = "memory"  # where the rate/token/auth-failure buckets live
+    limits_redis_url: SecretStr | None = None  # redis://[:password@]host:6379/0 (backend=redis)
+    docs: bool = False  # /docs and /redoc (their JS comes from a CDN): off unless asked for
 
     # auth (env/file only)
     api_keys: SecretStr | None = None  # "key1,key2" or "id1:key1,id2:key2"
@@ -116,6 +132,13 @@ class ServeSettings(BaseSettings):
             raise ValueError(
                 f"llama_ubatch_size ({self.llama_ubatch_size}) must be <= llama_batch_size ({self.llama_batch_size})"
             )
+        if self.limits_token_rate_per_s is not None and self.limits_token_burst < self.limits_max_tokens:
+            raise ValueError(
+                f"limits_token_burst ({self.limits_token_burst}) must be >= limits_max_tokens "
+                f"({self.limits_max_tokens}): a request allowed max_tokens could never be afforded"
+            )
+        if self.limits_backend == "redis" and self.limits_redis_url is None:
+            raise ValueError("limits_backend=redis needs SUPPORTLM_LIMITS_REDIS_URL (redis://host:6379/0)")
         if self.engine_kind in ("tgi", "vllm", "openai") and not (self.engine_url or self.engine_cmd):
             raise ValueError(
                 f"engine_kind={self.engine_kind} needs SUPPORTLM_ENGINE_URL (an engine you run) or "

@@ -1,0 +1,334 @@
+"""Fairness between API keys, measured through the real gateway and llama-server.
+
+One abusive key sends long non-streamed requests at full speed from many connections (ignoring
+Retry-After); one polite key sends one short request per second. Phases, each `seconds` long:
+
+| stack | phase | what it shows |
+|---|---|---|
+| fair (the configured `serve.limits`) | polite alone | the polite key's solo latency (the reference) |
+| fair | abuser alone | what one key gets when nobody else wants the engine (work-conserving) |
+| fair | abuser + polite | the polite key's success rate and p95 under the flood |
+| unfair (no per-key caps: the old gateway) | abuser alone | the engine's full throughput for one key |
+| unfair | abuser + polite | the same flood without the defence |
+
+Goals (reports/fairness.json `targets`): under the flood the polite key gets no 429/503 at all and its p95
+stays within `p95_ratio_target` x its solo p95; the abuser alone keeps >= 90% of the unfair stack's
+tokens/s. Written to reports/fairness.json, fairness.md and plots/fairness/latency.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from supportlm.bench.run import (
+    Stack,
+    _say,
+    bench_settings,
+    build_prompts,
+    hardware_info,
+    serving_stack,
+    warm_up,
+)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def _request(
+    client: Any, stack: Stack, key: str, messages: list[dict[str, str]], max_tokens: int
+) -> dict:
+    t0 = time.perf_counter()
+    try:
+        r = await client.post(
+            f"{stack.gateway_url}/v1/chat/completions",
+            json={"messages": messages, "max_tokens": max_tokens},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        status = r.status_code
+        usage = r.json().get("usage", {}) if status == 200 else {}
+        retry = float(r.headers.get("Retry-After") or 0)
+    except Exception as exc:  # noqa: BLE001 - a transport failure is a result here, not a crash
+        status, usage, retry = type(exc).__name__, {}, 0.0
+    return {"status": status, "s": time.perf_counter() - t0, "tokens": int(usage.get("completion_tokens") or 0),
+            "retry_after": retry}  # fmt: skip
+
+
+async def _phase(stack: Stack, keys: dict[str, str], prompts: list, p: Any, abuser: bool, polite: bool,
+                 seconds: float) -> dict:  # fmt: skip
+    """Run the clients for `seconds`; per key: statuses, latencies of 200s, completion tokens/s."""
+    import httpx2
+
+    results: dict[str, list[dict]] = {"abuser": [], "polite": []}
+    stop = time.monotonic() + seconds
+    limits = httpx2.Limits(
+        max_connections=p.abuser_clients + 8, max_keepalive_connections=p.abuser_clients + 8
+    )
+    async with httpx2.AsyncClient(timeout=p.request_timeout_s, limits=limits) as client:
+
+        async def flood(i: int) -> None:
+            while time.monotonic() < stop:
+                msgs = prompts[i % len(prompts)]
+                res = await _request(client, stack, keys["abuser"], msgs, p.abuser_max_tokens)
+                results["abuser"].append(res)
+                if res["status"] != 200:
+                    # Retry-After is ignored; a refused request is retried after 0.25 s per connection (64/s
+                    # from 16): a zero-delay spin would measure this 2-core box's client, not the gateway
+                    await asyncio.sleep(p.abuser_retry_s)
+
+        async def one_polite(i: int) -> None:
+            results["polite"].append(
+                await _request(
+                    client, stack, keys["polite"], prompts[-1 - i % len(prompts)], p.polite_max_tokens
+                )
+            )
+
+        async def polite_loop() -> None:
+            tasks, i = [], 0
+            start = time.monotonic()
+            while time.monotonic() < stop:
+                tasks.append(asyncio.ensure_future(one_polite(i)))
+                i += 1
+                await asyncio.sleep(max(0.0, start + i / p.polite_rps - time.monotonic()))
+            await asyncio.gather(*tasks)
+
+        t0 = time.perf_counter()
+        jobs = [flood(i) for i in range(p.abuser_clients)] if abuser else []
+        jobs += [polite_loop()] if polite else []
+        await asyncio.gather(*jobs)
+        wall = time.perf_counter() - t0
+    out: dict[str, Any] = {"wall_s": round(wall, 1)}
+    for who, rows in results.items():
+        if not rows:
+            continue
+        ok = [r for r in rows if r["status"] == 200]
+        statuses = Counter(str(r["status"]) for r in rows)
+        lat = [r["s"] * 1000 for r in ok]
+        out[who] = {
+            "requests": len(rows),
+            "ok": len(ok),
+            "success_rate": round(len(ok) / len(rows), 4),
+            "statuses": dict(sorted(statuses.items())),
+            "p50_ms": round(percentile(lat, 50), 1) if lat else None,
+            "p95_ms": round(percentile(lat, 95), 1) if lat else None,
+            "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+            "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
+        }
+    return out
+
+
+def _stack_settings(serve_p: Any, model: Path, threads: int | None, slot_dir: Path, keys: dict[str, str],
+                    fair: bool) -> Any:  # fmt: skip
+    """The bench's engine settings with two keys and `serve.limits` exactly as configured (fair), or the
+    same without per-key caps, token budget or request rate (unfair: the gateway before the defence)."""
+    s = bench_settings(serve_p, model, threads=threads, slot_dir=slot_dir, max_level=0)
+    limits = {f"limits_{k}": v for k, v in serve_p.limits.model_dump().items()}
+    limits.pop("limits_redis_url", None)
+    limits["limits_backend"] = "memory"
+    if not fair:
+        limits |= {"limits_per_key_concurrency": None, "limits_per_key_queue": serve_p.limits.max_queue,
+                   "limits_fair_window_s": 0.0, "limits_shared_concurrency": None, "limits_token_rate_per_s": None, "limits_rate_per_s": 1e6,
+                   "limits_burst": 1_000_000}  # fmt: skip
+    keys_spec = ",".join(f"{name}:{key}" for name, key in keys.items())
+    return s.model_copy(update={**limits, "api_keys": SecretStr(keys_spec)})
+
+
+def run_fairness(params: Any, paths: Any) -> dict[str, Any]:
+    """Stage runner: the phases of the module docstring -> reports/fairness.json (+ .md, plot)."""
+    import secrets
+
+    from supportlm.bench.run import resolve_variants
+    from supportlm.config import BenchParams, FairnessParams, ServeParams, stage_block
+    from supportlm.lineage import git_sha, params_hash, write_json
+    from supportlm.serve.settings import default_threads
+
+    bench_p = stage_block(params, "bench", BenchParams)
+    p = stage_block(params, "fairness", FairnessParams)
+    serve_p = stage_block(params, "serve", ServeParams)
+    root = Path(getattr(paths, "root", Path(".")))
+    reports = Path(paths.reports)
+    variants, source = resolve_variants(bench_p, Path(getattr(paths, "gguf", root / "models" / "gguf")))
+    model = variants[bench_p.primary].path
+    prompts = build_prompts(Path(getattr(paths, "formatted", root / "data" / "formatted")) / "test.jsonl",
+                            bench_p.prompts, bench_p.seed)  # fmt: skip
+    threads = bench_p.threads or serve_p.llama.threads or default_threads()
+    keys = {
+        "abuser": "sk-abuser-" + secrets.token_urlsafe(16),
+        "polite": "sk-polite-" + secrets.token_urlsafe(16),
+    }
+    load_before = __import__("os").getloadavg()
+    t_start = time.perf_counter()
+    phases: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="supportlm-fairness-") as tmp:
+        work = Path(tmp)
+        for stack_name, fair in (("fair", True), ("unfair", False)):
+            (work / stack_name).mkdir()
+            settings = _stack_settings(serve_p, model, threads, work / stack_name, keys, fair)
+            with serving_stack(settings, work / stack_name) as stack:
+                stack.api_key = keys["polite"]
+                warm_up(stack, prompts, 4, p.polite_max_tokens)
+                plan = [("polite_alone", False, True)] if fair else []
+                plan += [("abuser_alone", True, False), ("abuser_and_polite", True, True)]
+                for phase, abuser, polite in plan:
+                    seconds = p.seconds if polite else p.short_seconds
+                    _say(f"fairness: {stack_name} / {phase} ({seconds:g} s)")
+                    phases[f"{stack_name}/{phase}"] = asyncio.run(
+                        _phase(stack, keys, prompts, p, abuser, polite, seconds)
+                    )
+                    _say(
+                        f"  {json.dumps({k: v for k, v in phases[f'{stack_name}/{phase}'].items() if k != 'wall_s'})}"
+                    )
+                    # let the engine finish what the flood left running, and let every key's fair window pass
+                    time.sleep(2 + settings.limits_fair_window_s)
+    result = summarize(phases, p, serve_p)
+    result |= {
+        "model": bench_p.primary, "model_source": source, "seconds": round(time.perf_counter() - t_start, 1),
+        "hardware": hardware_info(threads, serve_p.llama.parallel, load_before),
+        "params_hash": params_hash(p), "git_sha": git_sha(),
+    }  # fmt: skip
+    result["plots"] = [str(x) for x in plot(result, reports / "plots" / "fairness")]
+    write_json(reports / "fairness.json", result)
+    (reports / "fairness.md").write_text(render_markdown(result), encoding="utf-8")
+    return result
+
+
+def summarize(phases: dict[str, dict[str, Any]], p: Any, serve_p: Any) -> dict[str, Any]:
+    """The phases plus the three targets."""
+    solo = phases["fair/polite_alone"]["polite"]
+    under = phases["fair/abuser_and_polite"]["polite"]
+    capped = phases["fair/abuser_alone"]["abuser"]["tokens_per_s"]
+    full = phases["unfair/abuser_alone"]["abuser"]["tokens_per_s"]
+    refused = sum(n for s, n in under["statuses"].items() if s in ("429", "503"))
+    ratio = under["p95_ms"] / solo["p95_ms"] if under["p95_ms"] and solo["p95_ms"] else None
+    share = capped / full if full else None
+    limits = serve_p.limits
+    return {
+        "phases": phases,
+        "limits": {
+            k: getattr(limits, k)
+            for k in (
+                "max_concurrency",
+                "max_queue",
+                "per_key_concurrency",
+                "shared_concurrency",
+                "per_key_queue",
+                "fair_window_s",
+                "rate_per_s",
+                "burst",
+                "token_rate_per_s",
+                "token_burst",
+            )
+        },
+        "load": {
+            "abuser_clients": p.abuser_clients,
+            "abuser_max_tokens": p.abuser_max_tokens,
+            "abuser_retry_s": p.abuser_retry_s,
+            "polite_rps": p.polite_rps,
+            "polite_max_tokens": p.polite_max_tokens,
+            "seconds": p.seconds,
+            "short_seconds": p.short_seconds,
+        },
+        "polite_p95_ratio": round(ratio, 2) if ratio else None,
+        "abuser_alone_share": round(share, 3) if share else None,
+        "targets": [
+            {
+                "name": "polite key refused (429/503) under the flood",
+                "goal": "0",
+                "measured": refused,
+                "met": refused == 0,
+            },
+            {
+                "name": "polite p95 under the flood / solo p95",
+                "goal": f"<= {p.p95_ratio_target:g}x",
+                "measured": round(ratio, 2) if ratio else None,
+                "met": ratio is not None and ratio <= p.p95_ratio_target,
+            },
+            {
+                "name": "one key alone: tokens/s vs no per-key caps",
+                "goal": ">= 90%",
+                "measured": round(share, 3) if share else None,
+                "met": share is not None and share >= 0.9,
+            },
+        ],
+    }
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    hw = r["hardware"]
+    lines = [
+        "# Fairness between API keys",
+        "",
+        (
+            f"One abusive key ({r['load']['abuser_clients']} connections at full speed, {r['load']['abuser_max_tokens']}"
+            f"-token requests; Retry-After ignored, a refusal retried after {r['load']['abuser_retry_s']:g} s) and one polite key ({r['load']['polite_rps']:g} request/s, "
+            f"{r['load']['polite_max_tokens']} tokens), {r['load']['seconds']:g} s for the polite key's phases and "
+            f"{r['load']['short_seconds']:g} s for the others, through the gateway and "
+            f"llama-server ({r['model']}). CPU: {hw['cpu']} ({hw['cores']} cores; {', '.join(hw['isa'])}). "
+            "Ratios are measured within this one run."
+        ),
+        "",
+        (
+            f"Limits under test (`serve.limits`): {', '.join(f'{k}={v}' for k, v in r['limits'].items())}. "
+            "The *unfair* stack is the same gateway with no per-key caps and no token budget."
+        ),
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---|---|",
+        *(
+            f"| {t['name']} | {t['goal']} | {t['measured']} | {'yes' if t['met'] else 'no'} |"
+            for t in r["targets"]
+        ),
+        "",
+        "| phase | key | requests | ok | statuses | p50 ms | p95 ms | tokens/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for phase, data in r["phases"].items():
+        for who in ("polite", "abuser"):
+            if who in data:
+                d = data[who]
+                lines.append(f"| {phase} | {who} | {d['requests']} | {d['ok']} | "
+                             f"{', '.join(f'{s}: {n}' for s, n in d['statuses'].items())} | {d['p50_ms']} | "
+                             f"{d['p95_ms']} | {d['tokens_per_s']} |")  # fmt: skip
+    lines += ["", *(f"![{Path(x).stem}](plots/fairness/{Path(x).name})" for x in r.get("plots", [])), ""]
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names, p50, p95 = [], [], []
+    for phase, data in r["phases"].items():
+        if "polite" in data and data["polite"]["p95_ms"] is not None:
+            names.append(phase.replace("/", "\n"))
+            p50.append(data["polite"]["p50_ms"])
+            p95.append(data["polite"]["p95_ms"])
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], p50, 0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], p95, 0.4, label="p95")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylabel("polite key latency (ms)")
+    ax.set_title("Polite key: alone, under a flood with per-key caps, and without them")
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "latency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
