@@ -151,6 +151,8 @@ def test_hf_hub_id_needs_a_pinned_revision_before_any_request(tmp_path, monkeypa
     from supportlm.config import HFSource
     from supportlm.data.sources import load_hf
 
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # `make test` exports them
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub, "dataset_info", lambda *a, **k: pytest.fail("the Hub was asked"))
     src = HFSource(name="bitext", type="hf", dataset=GPU_BITEXT, revision=revision, columns=COLS)
     with pytest.raises(ConfigError, match=r"ingest.sources\[bitext\].dataset.revision: .*pinned revision"):
@@ -165,7 +167,8 @@ def test_gated_dataset_without_token_says_how_to_get_access(tmp_path, monkeypatc
     from supportlm.config import HFSource
     from supportlm.data.sources import load_hf
 
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for var in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # `make test` exports the offline ones
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub, "dataset_info", lambda *a, **k: SimpleNamespace(gated="auto"))
     src = HFSource(name="t", type="hf", dataset="org/gated-set", revision="a" * 40, columns=COLS)
     with pytest.raises(ConfigError, match=r"`org/gated-set` is gated.*HF_TOKEN is not set.*datasets/org/gated-set"):
