@@ -134,6 +134,71 @@ def test_non_streamed_request_is_cancelled_upstream_when_the_client_leaves() -> 
         assert app.state.gateway.limiter.active == 0  # the slot is free at once
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["non-streamed", "streamed"])
+def test_a_request_whose_client_leaves_while_queued_never_reaches_the_engine(stream: bool) -> None:
+    """Old gateway: the request kept its queue place, got the next free slot and ran to its end for nobody
+    (a flood that hangs up while queued still cost the engine its full work)."""
+    fake = create_fake_engine(token_delay=0.05)  # 16 tokens: 0.8 s per request
+    app, _ = _thread_gateway(fake, limits_max_concurrency=1, limits_max_queue=4)
+
+    def send(gw: Any, content: str) -> socket.socket:
+        body = json.dumps(chat_body(content, stream=stream)).encode()
+        sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                     + ALICE["Authorization"].encode() + b"\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+        return sock
+
+    limiter = None
+    with ServerThread(app) as gw:
+        limiter = app.state.gateway.limiter
+        first = send(gw, "first")
+        wait_until(lambda: fake.state.fake["active"] == 1, 5, what="the first request to run")
+        queued = send(gw, "second")
+        wait_until(lambda: limiter.waiting == 1, 5, what="the second request to queue")
+        queued.close()
+        wait_until(lambda: limiter.waiting == 0, 2, what="the queue place to be given up")
+        wait_until(lambda: fake.state.fake["active"] == 0 and limiter.active == 0, 5, what="the first to end")
+        time.sleep(0.3)
+        first.close()
+    assert fake.state.fake["requests"] == 1  # the second never reached the engine
+    assert limiter.active == 0 and limiter.waiting == 0
+
+
+def test_a_stream_stops_when_its_client_is_gone_even_if_sends_still_succeed() -> None:
+    """uvicorn drops writes to a closed connection silently; the stream must end on the disconnect itself.
+    Old gateway: the cancel was lost in Python 3.11's wait_for when a send completed at the same moment,
+    and the stream ran to its last token."""
+    from supportlm.serve.app import EngineStreamResponse
+    from supportlm.serve.logging import RequestContext
+
+    produced: list[int] = []
+    closed: list[float] = []
+
+    async def tokens() -> Any:
+        for i in range(50):
+            produced.append(i)
+            yield f"data: {i}\n\n".encode()
+            await asyncio.sleep(0.02)
+
+    async def go() -> None:
+        async def receive() -> dict:  # the body was read; the client has already gone
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:  # a closed connection: writes vanish without error
+            return None
+
+        ctx = RequestContext(request_id="r1", method="POST", path="/v1/chat/completions")
+        resp = EngineStreamResponse(tokens(), on_close=[lambda: closed.append(time.monotonic())], ctx=ctx)
+        t0 = time.monotonic()
+        await resp({"type": "http"}, receive, send)
+        assert ctx.client_disconnected
+        assert closed and closed[0] - t0 < 0.2
+
+    run(go())
+    assert len(produced) < 5  # 50 x 0.02 s if the stream ran on
+
+
 # ---------------------------------------------------------------- 2. slow readers, long streams, connections
 
 

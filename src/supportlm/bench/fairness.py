@@ -1,7 +1,10 @@
 """Fairness between API keys, measured through the real gateway and llama-server.
 
-One abusive key sends long non-streamed requests at full speed from many connections (ignoring
-Retry-After); one polite key sends one short request per second. Phases, each `seconds` long:
+One abusive key sends long streamed requests at full speed from many connections (ignoring Retry-After),
+from its own process at lower CPU priority so that on a 2-core box the load generator's Python is not
+billed to the gateway; one polite key sends one short non-streamed request per second. Both start
+together; the abuser's tokens/s is what it received inside the window (open streams are cut at its end).
+Phases:
 
 | stack | phase | what it shows |
 |---|---|---|
@@ -48,85 +51,157 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[k]
 
 
-async def _request(
-    client: Any, stack: Stack, key: str, messages: list[dict[str, str]], max_tokens: int
-) -> dict:
+async def _request(client: Any, url: str, key: str, messages: list[dict[str, str]], max_tokens: int) -> dict:
+    """One non-streamed request (the polite key): status, seconds, completion tokens."""
     t0 = time.perf_counter()
     try:
         r = await client.post(
-            f"{stack.gateway_url}/v1/chat/completions",
+            f"{url}/v1/chat/completions",
             json={"messages": messages, "max_tokens": max_tokens},
             headers={"Authorization": f"Bearer {key}"},
         )
         status = r.status_code
         usage = r.json().get("usage", {}) if status == 200 else {}
-        retry = float(r.headers.get("Retry-After") or 0)
     except Exception as exc:  # noqa: BLE001 - a transport failure is a result here, not a crash
-        status, usage, retry = type(exc).__name__, {}, 0.0
-    return {"status": status, "s": time.perf_counter() - t0, "tokens": int(usage.get("completion_tokens") or 0),
-            "retry_after": retry}  # fmt: skip
+        status, usage = type(exc).__name__, {}
+    return {
+        "status": status,
+        "s": time.perf_counter() - t0,
+        "tokens": int(usage.get("completion_tokens") or 0),
+    }
 
 
-async def _phase(stack: Stack, keys: dict[str, str], prompts: list, p: Any, abuser: bool, polite: bool,
-                 seconds: float) -> dict:  # fmt: skip
-    """Run the clients for `seconds`; per key: statuses, latencies of 200s, completion tokens/s."""
+async def _streamed(client: Any, url: str, key: str, messages: list[dict[str, str]], max_tokens: int,
+                    row: dict) -> None:  # fmt: skip
+    """One streamed request (the abuser), filling `row` as it goes so a request cut at the end of the
+    window still counts the tokens it received inside it."""
+    t0 = time.perf_counter()
+    row.update(status="sent", s=None, tokens=0)
+    try:
+        async with client.stream(
+            "POST", f"{url}/v1/chat/completions",
+            json={"messages": messages, "max_tokens": max_tokens, "stream": True},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as r:  # fmt: skip
+            row["status"] = r.status_code
+            if r.status_code != 200:
+                await r.aread()
+                return
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                if (choices[0].get("delta") or {}).get("content"):
+                    row["tokens"] += 1  # llama-server streams one token per chunk
+            row["s"] = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - a transport failure is a result here, not a crash
+        row["status"] = type(exc).__name__
+
+
+async def _flood(url: str, key: str, prompts: list, p: Any, start_at: float, stop_at: float) -> list[dict]:
+    """`p.abuser_clients` connections sending streamed `abuser_max_tokens` requests back to back until
+    `stop_at` (time.monotonic, shared by every process on Linux), then every open stream is cut."""
     import httpx2
 
-    results: dict[str, list[dict]] = {"abuser": [], "polite": []}
-    stop = time.monotonic() + seconds
-    limits = httpx2.Limits(
-        max_connections=p.abuser_clients + 8, max_keepalive_connections=p.abuser_clients + 8
-    )
+    rows: list[dict] = []
+    limits = httpx2.Limits(max_connections=p.abuser_clients, max_keepalive_connections=p.abuser_clients)
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     async with httpx2.AsyncClient(timeout=p.request_timeout_s, limits=limits) as client:
 
-        async def flood(i: int) -> None:
-            while time.monotonic() < stop:
-                msgs = prompts[i % len(prompts)]
-                res = await _request(client, stack, keys["abuser"], msgs, p.abuser_max_tokens)
-                results["abuser"].append(res)
-                if res["status"] != 200:
-                    # Retry-After is ignored; a refused request is retried after 0.25 s per connection (64/s
-                    # from 16): a zero-delay spin would measure this 2-core box's client, not the gateway
+        async def connection(i: int) -> None:
+            while time.monotonic() < stop_at:
+                row: dict = {}
+                rows.append(row)
+                await _streamed(client, url, key, prompts[i % len(prompts)], p.abuser_max_tokens, row)
+                if row["status"] != 200:
+                    # Retry-After is ignored; a refused request is retried after abuser_retry_s per
+                    # connection (a zero-delay spin would measure this 2-core box's client, not the gateway)
                     await asyncio.sleep(p.abuser_retry_s)
 
-        async def one_polite(i: int) -> None:
-            results["polite"].append(
-                await _request(
-                    client, stack, keys["polite"], prompts[-1 - i % len(prompts)], p.polite_max_tokens
-                )
+        tasks = [asyncio.ensure_future(connection(i)) for i in range(p.abuser_clients)]
+        await asyncio.wait(tasks, timeout=max(0.0, stop_at - time.monotonic()))
+        for t in tasks:
+            t.cancel()  # cuts the open streams: the gateway cancels them upstream
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for row in rows:
+        if row.get("status") == "sent":
+            row["status"] = "cut"  # still queued or streaming at the end of the window
+    return rows
+
+
+def _flood_process(url: str, key: str, prompts: list, p: dict, start_at: float, stop_at: float) -> list[dict]:
+    """The flood in its own process at lower CPU priority: on a 2-core box the load generator's own
+    Python must not be billed to the gateway (what the gateway spends refusing the flood still is)."""
+    import os
+    from types import SimpleNamespace
+
+    os.nice(FLOOD_NICE)
+    return asyncio.run(_flood(url, key, prompts, SimpleNamespace(**p), start_at, stop_at))
+
+
+FLOOD_NICE = 10
+
+
+async def _polite(url: str, key: str, prompts: list, p: Any, start_at: float, stop_at: float) -> list[dict]:
+    """`p.polite_rps` short non-streamed requests per second, on schedule whatever the answers take."""
+    import httpx2
+
+    async with httpx2.AsyncClient(timeout=p.request_timeout_s) as client:
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        tasks, i = [], 0
+        while time.monotonic() < stop_at:
+            msgs = prompts[-1 - i % len(prompts)]
+            tasks.append(asyncio.ensure_future(_request(client, url, key, msgs, p.polite_max_tokens)))
+            i += 1
+            await asyncio.sleep(max(0.0, start_at + i / p.polite_rps - time.monotonic()))
+        return list(await asyncio.gather(*tasks))
+
+
+def _summary(rows: list[dict], seconds: float) -> dict[str, Any]:
+    """Statuses, latency of completed 200s, completion tokens/s. A streamed request still running at the
+    end of the window is a 200 with the tokens it received inside it, so tokens/s is the window's own
+    rate (512-token requests in a 30 s window would otherwise make it a boundary artefact); one still
+    waiting for its answer is `cut` and counts neither as served nor as refused."""
+    statuses = Counter(str(r["status"]) for r in rows)
+    ok = [r for r in rows if r["status"] == 200]
+    lat = [r["s"] * 1000 for r in ok if r.get("s") is not None]
+    answered = len(rows) - statuses.get("cut", 0)
+    return {
+        "requests": len(rows),
+        "ok": len(ok),
+        "refused": statuses.get("429", 0) + statuses.get("503", 0),
+        "success_rate": round(len(ok) / answered, 4) if answered else None,
+        "statuses": dict(sorted(statuses.items())),
+        "p50_ms": round(percentile(lat, 50), 1) if lat else None,
+        "p95_ms": round(percentile(lat, 95), 1) if lat else None,
+        "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+        "tokens_per_s": round(sum(r["tokens"] for r in ok) / seconds, 1),
+    }
+
+
+def _phase(stack: Stack, keys: dict[str, str], prompts: list, p: Any, abuser: bool, polite: bool,
+           seconds: float) -> dict:  # fmt: skip
+    """Run the clients for `seconds` from a common start; per key: _summary()."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    lead = 3.0 if abuser else 0.2  # the flood process imports httpx before the common start
+    start_at = time.monotonic() + lead
+    stop_at = start_at + seconds
+    out: dict[str, Any] = {"wall_s": seconds}
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        flood = (
+            pool.submit(
+                _flood_process, stack.gateway_url, keys["abuser"], prompts, p.model_dump(), start_at, stop_at
             )
-
-        async def polite_loop() -> None:
-            tasks, i = [], 0
-            start = time.monotonic()
-            while time.monotonic() < stop:
-                tasks.append(asyncio.ensure_future(one_polite(i)))
-                i += 1
-                await asyncio.sleep(max(0.0, start + i / p.polite_rps - time.monotonic()))
-            await asyncio.gather(*tasks)
-
-        t0 = time.perf_counter()
-        jobs = [flood(i) for i in range(p.abuser_clients)] if abuser else []
-        jobs += [polite_loop()] if polite else []
-        await asyncio.gather(*jobs)
-        wall = time.perf_counter() - t0
-    out: dict[str, Any] = {"wall_s": round(wall, 1)}
-    for who, rows in results.items():
-        if not rows:
-            continue
-        ok = [r for r in rows if r["status"] == 200]
-        statuses = Counter(str(r["status"]) for r in rows)
-        lat = [r["s"] * 1000 for r in ok]
-        out[who] = {
-            "requests": len(rows),
-            "ok": len(ok),
-            "success_rate": round(len(ok) / len(rows), 4),
-            "statuses": dict(sorted(statuses.items())),
-            "p50_ms": round(percentile(lat, 50), 1) if lat else None,
-            "p95_ms": round(percentile(lat, 95), 1) if lat else None,
-            "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
-            "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
-        }
+            if abuser
+            else None
+        )
+        if polite:
+            rows = asyncio.run(_polite(stack.gateway_url, keys["polite"], prompts, p, start_at, stop_at))
+            out["polite"] = _summary(rows, seconds)
+        if flood is not None:
+            out["abuser"] = _summary(flood.result(), seconds)
     return out
 
 
@@ -185,9 +260,7 @@ def run_fairness(params: Any, paths: Any) -> dict[str, Any]:
                 for phase, abuser, polite in plan:
                     seconds = p.seconds if polite else p.short_seconds
                     _say(f"fairness: {stack_name} / {phase} ({seconds:g} s)")
-                    phases[f"{stack_name}/{phase}"] = asyncio.run(
-                        _phase(stack, keys, prompts, p, abuser, polite, seconds)
-                    )
+                    phases[f"{stack_name}/{phase}"] = _phase(stack, keys, prompts, p, abuser, polite, seconds)
                     _say(
                         f"  {json.dumps({k: v for k, v in phases[f'{stack_name}/{phase}'].items() if k != 'wall_s'})}"
                     )
@@ -211,7 +284,7 @@ def summarize(phases: dict[str, dict[str, Any]], p: Any, serve_p: Any) -> dict[s
     under = phases["fair/abuser_and_polite"]["polite"]
     capped = phases["fair/abuser_alone"]["abuser"]["tokens_per_s"]
     full = phases["unfair/abuser_alone"]["abuser"]["tokens_per_s"]
-    refused = sum(n for s, n in under["statuses"].items() if s in ("429", "503"))
+    refused = under["refused"]
     ratio = under["p95_ms"] / solo["p95_ms"] if under["p95_ms"] and solo["p95_ms"] else None
     share = capped / full if full else None
     limits = serve_p.limits

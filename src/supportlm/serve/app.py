@@ -488,19 +488,37 @@ class Gateway:
         except Exception:  # a refund must never fail the request that earned it
             log.exception("token refund failed")
 
-    async def acquire(self, ctx: RequestContext, body: dict[str, Any]) -> Slot:
+    async def acquire(self, ctx: RequestContext, body: dict[str, Any], request: Request) -> Slot | None:
+        """A slot, or None if the client left while queued (its place goes to the next waiter: a request
+        nobody waits for must not run later)."""
         self.check_ready()
         await self.charge(ctx, body)
+        waiting = asyncio.ensure_future(self.limiter.acquire(ctx.key_id or "-"))
+        gone = asyncio.ensure_future(_wait_disconnect(request.receive))
         try:
-            return await self.limiter.acquire(ctx.key_id or "-")
+            await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done():
+                return waiting.result()
+            ctx.client_disconnected = True
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            if waiting.done() and not waiting.cancelled() and isinstance(waiting.result(), Slot):
+                waiting.result().release()  # granted as we gave up (Python 3.11's wait_for can do that)
+            await self.refund(ctx)
+            return None
         except BaseException:
+            waiting.cancel()
             await self.refund(ctx)  # never ran: everything back
             raise
+        finally:
+            gone.cancel()
 
     async def chat(self, ctx: RequestContext, body: dict[str, Any], request: Request) -> dict[str, Any] | None:
         """Non-streamed completion. None if the client went away first: the engine call is cancelled
         (closing the upstream connection makes llama-server, TGI and vLLM stop generating)."""
-        slot = await self.acquire(ctx, body)
+        slot = await self.acquire(ctx, body, request)
+        if slot is None:
+            return None
         call = asyncio.ensure_future(self.engine.chat(body))
         gone = asyncio.ensure_future(_wait_disconnect(request.receive))
         try:
@@ -517,8 +535,13 @@ class Gateway:
             gone.cancel()
             slot.release()
 
-    async def open_stream(self, ctx: RequestContext, body: dict[str, Any]) -> tuple[UpstreamStream, Callable[[], None]]:
-        slot = await self.acquire(ctx, body)
+    async def open_stream(
+        self, ctx: RequestContext, body: dict[str, Any], request: Request
+    ) -> tuple[UpstreamStream, Callable[[], None]] | None:
+        """The engine's stream and the slot's release, or None if the client left while queued."""
+        slot = await self.acquire(ctx, body, request)
+        if slot is None:
+            return None
         try:
             return await self.engine.open_stream(body), slot.release
         except BaseException as exc:
@@ -693,8 +716,15 @@ class EngineStreamResponse(StreamingResponse):
             # a client that stops reading fills the socket buffer and blocks `send`: past the send
             # timeout the stream ends and its slot is freed
             nonlocal started
+            if self.ctx.client_disconnected:
+                # the watcher saw the client leave; uvicorn drops writes to a closed connection silently,
+                # so without this a stream whose cancel was lost would run on to the end for nobody
+                raise ConnectionResetError("the client has gone")
             try:
-                await asyncio.wait_for(send(message), self.send_timeout_s)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that arrives as
+                # its inner send completes (gh-86296), and the stream then ran to its end
+                async with asyncio.timeout(self.send_timeout_s):
+                    await send(message)
             except TimeoutError:
                 self.ctx.end_reason = "send_timeout"
                 raise
@@ -965,7 +995,10 @@ def build_app(
             _account(ctx, data.get("usage"), upstream, _content(data))
             await gw.refund(ctx)
             return JSONResponse(data)
-        stream, release = await gw.open_stream(ctx, upstream)
+        opened = await gw.open_stream(ctx, upstream, request)
+        if opened is None:  # the client left while queued
+            return Response(status_code=499)
+        stream, release = opened
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = _chat_events(stream, ctx, upstream, include_usage)
         return _stream_response(events, [stream.aclose, release, lambda: gw.refund(ctx)], ctx)
@@ -1010,7 +1043,10 @@ def build_app(
                     ),
                 ).model_dump()
             )
-        stream, release = await gw.open_stream(ctx, upstream)
+        opened = await gw.open_stream(ctx, upstream, request)
+        if opened is None:
+            return Response(status_code=499)
+        stream, release = opened
         events = _generate_events(stream, ctx, upstream)
         return _stream_response(events, [stream.aclose, release, lambda: gw.refund(ctx)], ctx)
 

@@ -168,7 +168,8 @@ class FairScheduler:
         self.queues.setdefault(key_id, deque()).append(waiter)
         self._on_change(self.active, self.waiting)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.future), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: 3.11's can swallow a cancel
+                await asyncio.shield(waiter.future)
         except (TimeoutError, asyncio.CancelledError) as exc:
             fut = waiter.future
             if fut.done() and not fut.cancelled():
