@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from supportlm.data.synthetic import DefectRates
 from supportlm.errors import ConfigError
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -32,6 +31,56 @@ class SourceBase(Strict):
     name: str = Field(min_length=1)
     weight: Fraction = 1.0  # fraction of this source's rows taken (seeded sample)
     max_rows: Annotated[int, Field(gt=0)] | None = None
+
+
+
+# ---------------------------------------------------------------- synthetic defects (ingest)
+
+DEFECT_TYPES: tuple[str, ...] = (
+    "exact_duplicate",
+    "near_duplicate",
+    "pii_email",
+    "pii_phone",
+    "pii_card",
+    "markup",
+    "mojibake",
+    "empty_field",
+    "too_long",
+    "label_flip",
+)
+PII_TYPES: tuple[str, ...] = ("pii_email", "pii_phone", "pii_card")
+# Defect families a record can carry at most one of (PII may ride along, see _plan).
+EXCLUSIVE: tuple[str, ...] = (
+    "exact_duplicate",
+    "near_duplicate",
+    "markup",
+    "mojibake",
+    "empty_field",
+    "too_long",
+    "label_flip",
+)
+
+
+class DefectRates(BaseModel):
+    """Fraction of `n` rows that receive each defect (the count is round(rate * n))."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    exact_duplicate: float = Field(0.02, ge=0.0, le=0.2)
+    near_duplicate: float = Field(0.02, ge=0.0, le=0.2)
+    pii: float = Field(0.03, ge=0.0, le=0.2)  # split evenly between email / phone / card number
+    markup: float = Field(0.03, ge=0.0, le=0.2)
+    mojibake: float = Field(0.02, ge=0.0, le=0.2)
+    empty_field: float = Field(0.01, ge=0.0, le=0.2)
+    too_long: float = Field(0.005, ge=0.0, le=0.2)
+    label_flip: float = Field(0.03, ge=0.0, le=0.2)
+
+    def counts(self, n: int) -> dict[str, int]:
+        """Exact number of rows per defect type for `n` rows (PII split email/phone/card)."""
+        out = {name: round(getattr(self, name) * n) for name in EXCLUSIVE}
+        base, extra = divmod(round(self.pii * n), 3)
+        for k, name in enumerate(PII_TYPES):
+            out[name] = base + (1 if k < extra else 0)
+        return {name: out[name] for name in DEFECT_TYPES}
 
 
 class SyntheticSource(SourceBase):
@@ -261,7 +310,7 @@ class EvaluateParams(Strict):
     classifier_rows: Annotated[int, Field(ge=50)] | None = None  # train rows for the intent classifier; None = all
     human_eval_rows: Annotated[int, Field(ge=0)] = 40  # rows in the blind A/B sheet (0 = no sheet)
     # torch CPU threads; None = auto: the cores other processes leave idle (all on an idle box, 1 on a
-    # busy 2-core one, where 2 threads made each decode step ~20x slower: see evaluate.run.resolve_threads)
+    # busy 2-core one, where 2 threads made each decode step ~20x slower: see inference.threads.resolve_threads)
     threads: Annotated[int, Field(ge=1)] | None = None
 
 

@@ -702,7 +702,7 @@ def step_merge(run: Run) -> dict[str, Any]:
 
 def step_generate(run: Run) -> dict[str, Any]:
     """HFEngine.load on the merged dir (bf16 on CUDA), exactly gen_tokens new tokens at each batch size."""
-    from supportlm.serve.batch import HFEngine
+    from supportlm.inference.engines import HFEngine
 
     t = time.perf_counter()
     engine = HFEngine.load(run.merged_dir)
@@ -719,8 +719,8 @@ def step_generate(run: Run) -> dict[str, Any]:
 
 def step_bnb(run: Run) -> dict[str, Any]:
     """torch_quant.load bnb_int8 / bnb_nf4 / torchao_int4 (merged model, else the base), a few tokens via HFEngine."""
+    from supportlm.inference.engines import HFEngine
     from supportlm.quantize import torch_quant
-    from supportlm.serve.batch import HFEngine
 
     src = run.merged_dir if (run.merged_dir / "config.json").exists() else run.model_dir
     n = run.cfg.bnb_tokens
@@ -759,7 +759,7 @@ def step_bnb(run: Run) -> dict[str, Any]:
 
 def step_full_depth(run: Run) -> dict[str, Any]:
     """The full-depth model: bf16 weight memory and generation, then (time allowing) QLoRA steps."""
-    from supportlm.serve.batch import HFEngine
+    from supportlm.inference.engines import HFEngine
 
     cfg = run.cfg
     config = model_config(cfg.dims(cfg.depth), run.tokenizer)

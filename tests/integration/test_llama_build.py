@@ -79,7 +79,7 @@ def test_every_pipeline_type_decodes_with_llama_bench(ggufs) -> None:
 
 
 def _decode(path: str, n: int) -> list[int]:
-    from supportlm.serve.batch import GGUFEngine
+    from supportlm.inference.engines import GGUFEngine
 
     eng = GGUFEngine(path, n_ctx=256, threads=2)
     prompt = eng.prompt_ids([{"role": "user", "content": "Where is my order?"}])

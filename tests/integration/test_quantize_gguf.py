@@ -93,8 +93,9 @@ def test_convert_quantize_load_generate(tools, tiny_hf, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from supportlm.evaluate import metrics as m
+    from supportlm.inference.engines import GGUFEngine
     from supportlm.quantize import compare, gguf
-    from supportlm.serve.batch import GGUFEngine, batch
+    from supportlm.serve.batch import batch
 
     f16 = gguf.convert(tiny_hf, tmp_path / "tiny-f16.gguf", "f16")
     q8 = gguf.quantize(f16["path"], tmp_path / "tiny-q8_0.gguf", "q8_0")

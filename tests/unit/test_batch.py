@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_utils import USER_LINES, tiny_model_dir
 
 from supportlm.errors import DataError
-from supportlm.serve.batch import BadRow, HFEngine, batch, done_ids, parse_row
+from supportlm.inference.engines import HFEngine
+from supportlm.serve.batch import BadRow, batch, done_ids, parse_row
 
 GOOD = 7
 

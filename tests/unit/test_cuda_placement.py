@@ -50,7 +50,7 @@ def fake_cuda(monkeypatch):
 
 
 def test_hf_engine_cpu_stays_fp32(tiny):
-    from supportlm.serve.batch import HFEngine
+    from supportlm.inference.engines import HFEngine
 
     engine = HFEngine.load(tiny)
     assert engine.model.dtype == torch.float32 and engine.model.device.type == "cpu"
@@ -58,7 +58,7 @@ def test_hf_engine_cpu_stays_fp32(tiny):
 
 @pytest.mark.parametrize(("bf16", "dtype"), [(True, torch.bfloat16), (False, torch.float16)])
 def test_hf_engine_on_cuda_asks_for_half_precision_on_the_gpu(tiny, fake_cuda, bf16, dtype):
-    from supportlm.serve.batch import HFEngine
+    from supportlm.inference.engines import HFEngine
 
     calls = fake_cuda(bf16)
     engine = HFEngine.load(tiny)

@@ -22,7 +22,7 @@ from model_utils import tiny_model_dir
 
 from supportlm.evaluate import checks as chk
 from supportlm.evaluate import metrics as m
-from supportlm.evaluate.run import stratified_sample
+from supportlm.evaluate.inputs import stratified_sample
 
 # ---------------------------------------------------------------- BLEU / ROUGE
 
@@ -386,7 +386,7 @@ def test_evaluate_stage_writes_the_contract(tmp_path):
 def test_resolve_threads(monkeypatch, requested, cores, load, expected):
     import os
 
-    from supportlm.evaluate import run
+    from supportlm.inference import threads as run
 
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(run, "busy_cores", lambda: load)  # busy cores right now (/proc/stat)
@@ -400,7 +400,7 @@ def test_busy_cores_sees_a_spinning_thread():
     import threading
     import time
 
-    from supportlm.evaluate.run import busy_cores
+    from supportlm.inference.threads import busy_cores
 
     idle = busy_cores(0.3)
     assert idle is not None and 0 <= idle <= (os.cpu_count() or 1)

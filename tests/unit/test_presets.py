@@ -27,6 +27,7 @@ from model_utils import SYSTEM, tiny_rows, tiny_tokenizer
 from supportlm import hub
 from supportlm.config import BaseModelParams, LoraParams, TrainParams
 from supportlm.errors import ConfigError, DataError
+from supportlm.tokenizer import load_tokenizer
 from supportlm.train import base_model
 from supportlm.train.merge import merge
 from supportlm.train.trainer import LoRAFinetuneRecipe
@@ -139,7 +140,7 @@ def test_preset_resolves_formats_trains_and_merges(name, fake_hub, tmp_path, mon
     out = base_model.resolve(BaseModelParams(base=name), root / "models" / "base")
 
     assert not (out / ".cache").exists()
-    tok = base_model.load_tokenizer(out)
+    tok = load_tokenizer(out)
     assert tok.chat_template
     assert (system_role == "folded") == tok.chat_template.startswith(
         base_model.chat_template.FOLD_MARK), tok.chat_template[:80]

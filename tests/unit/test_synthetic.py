@@ -20,12 +20,11 @@ import ftfy
 import pytest
 from pydantic import ValidationError
 
+from supportlm.config import DEFECT_TYPES, DefectRates
 from supportlm.data.schema import CATEGORIES, INTENT_TO_CATEGORY, INTENTS, Record
 from supportlm.data.synthetic import (
     DEFAULT_KINDS,
-    DEFECT_TYPES,
     REGISTERS,
-    DefectRates,
     generate,
     mojibake,
 )

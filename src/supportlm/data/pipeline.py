@@ -40,7 +40,7 @@ def token_counter(paths: Paths, use_tokenizer: bool = True):
 
     if not use_tokenizer:
         return whitespace_token_counter
-    from supportlm.train.base_model import load_tokenizer
+    from supportlm.tokenizer import load_tokenizer
 
     return hf_token_counter(load_tokenizer(_need(paths.base_model, "base_model")))
 
@@ -88,7 +88,7 @@ def run_split(params: Params, paths: Paths) -> dict[str, Any]:
 
 def run_format(params: Params, paths: Paths) -> dict[str, Any]:
     from supportlm.data.format import format_split
-    from supportlm.train.base_model import load_tokenizer
+    from supportlm.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(_need(paths.base_model, "base_model"))
     report: dict[str, Any] = {"params_hash": params_hash(params.format), "splits": {}}

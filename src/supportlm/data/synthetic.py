@@ -25,45 +25,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 
+from supportlm.config import EXCLUSIVE, PII_TYPES, DefectRates
 from supportlm.data.schema import INTENT_TO_CATEGORY, INTENTS, Record
 
 __all__ = [
     "DEFAULT_KINDS",
-    "DEFECT_TYPES",
     "REGISTERS",
     "SOURCE",
-    "DefectRates",
     "generate",
     "mojibake",
     "shingle_jaccard",
 ]
 
 SOURCE = "synthetic"
-DEFECT_TYPES: tuple[str, ...] = (
-    "exact_duplicate",
-    "near_duplicate",
-    "pii_email",
-    "pii_phone",
-    "pii_card",
-    "markup",
-    "mojibake",
-    "empty_field",
-    "too_long",
-    "label_flip",
-)
-PII_TYPES: tuple[str, ...] = ("pii_email", "pii_phone", "pii_card")
-# Defect families a record can carry at most one of (PII may ride along, see _plan).
-EXCLUSIVE: tuple[str, ...] = (
-    "exact_duplicate",
-    "near_duplicate",
-    "markup",
-    "mojibake",
-    "empty_field",
-    "too_long",
-    "label_flip",
-)
 # PII only co-occurs with families that keep the user text readable: an emptied,
 # duplicated or log-flooded user turn would make the PII label meaningless.
 _PII_COMPATIBLE = frozenset({"markup", "mojibake", "label_flip"})
@@ -75,28 +50,6 @@ TOO_LONG_WORDS = 3000
 # with 128 permutations its LSH (5 bands x 25 rows) catches a pair at true Jaccard
 # 0.93 only ~55% of the time, at 0.96 ~89%, so aim for >= 0.96 where the text allows.
 NEAR_DUP_MIN_JACCARD = 0.96
-
-
-class DefectRates(BaseModel):
-    """Fraction of `n` rows that receive each defect (the count is round(rate * n))."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    exact_duplicate: float = Field(0.02, ge=0.0, le=0.2)
-    near_duplicate: float = Field(0.02, ge=0.0, le=0.2)
-    pii: float = Field(0.03, ge=0.0, le=0.2)  # split evenly between email / phone / card number
-    markup: float = Field(0.03, ge=0.0, le=0.2)
-    mojibake: float = Field(0.02, ge=0.0, le=0.2)
-    empty_field: float = Field(0.01, ge=0.0, le=0.2)
-    too_long: float = Field(0.005, ge=0.0, le=0.2)
-    label_flip: float = Field(0.03, ge=0.0, le=0.2)
-
-    def counts(self, n: int) -> dict[str, int]:
-        """Exact number of rows per defect type for `n` rows (PII split email/phone/card)."""
-        out = {name: round(getattr(self, name) * n) for name in EXCLUSIVE}
-        base, extra = divmod(round(self.pii * n), 3)
-        for k, name in enumerate(PII_TYPES):
-            out[name] = base + (1 if k < extra else 0)
-        return {name: out[name] for name in DEFECT_TYPES}
 
 
 # ====================================================================== templates

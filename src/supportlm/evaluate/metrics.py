@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from supportlm.inference.prompts import prompt_ids, reply_ids
+
 IGNORE = -100  # label value that the loss skips (prompt and padding tokens)
 
 
@@ -53,21 +55,6 @@ def to_example(row: dict[str, Any]) -> Example:
         category=str(row.get("category", "")),
         kind=str(row.get("kind", "")),
     )
-
-
-def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], max_tokens: int | None = None) -> list[int]:
-    """Chat-templated prompt ending in the assistant header; keeps the LAST max_tokens tokens."""
-    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-    ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)  # transformers 5: BatchEncoding
-    if max_tokens is not None and len(ids) > max_tokens:
-        ids = ids[-max_tokens:]
-    return ids
-
-
-def reply_ids(tokenizer: Any, reply: str) -> list[int]:
-    """Token ids the model has to produce for `reply`: the text, then EOS."""
-    ids = list(tokenizer(reply, add_special_tokens=False)["input_ids"])
-    return ids + [tokenizer.eos_token_id]
 
 
 # ---------------------------------------------------------------- perplexity

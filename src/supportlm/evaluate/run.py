@@ -27,8 +27,6 @@ import gc
 import json
 import logging
 import os
-import random
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -38,99 +36,13 @@ from typing import Any
 from supportlm.errors import DataError
 from supportlm.evaluate import checks as chk
 from supportlm.evaluate import metrics as m
+from supportlm.evaluate.inputs import base_model_id, read_jsonl, stratified_sample
+from supportlm.inference.threads import resolve_threads
+from supportlm.logs import ensure_logging
 from supportlm.paths import stage_dir
 
 SYSTEMS = ("base", "finetuned")
 log = logging.getLogger("supportlm.evaluate")
-
-
-def ensure_logging() -> None:
-    """Print supportlm.* INFO lines when nobody configured logging (stage scripts, CLI)."""
-    logger = logging.getLogger("supportlm")
-    if not logging.getLogger().handlers and not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-        logger.propagate = False  # a library configuring the root logger later must not print our lines twice
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
-
-
-def busy_cores(window_s: float = 0.5) -> float | None:
-    """Cores other processes keep busy right now: /proc/stat sampled over `window_s` (we sleep meanwhile).
-
-    Not the load average: its 1-minute decay still reports ~2 busy cores a minute after the previous
-    DVC stage (train) exited, which made the next stage pick 1 thread on an idle machine (237 s vs 176 s).
-    """
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
-
-    try:
-        t0, i0 = sample()
-        time.sleep(window_s)
-        t1, i1 = sample()
-    except (OSError, ValueError, IndexError):  # not Linux
-        return None
-    total = t1 - t0
-    return (1 - (i1 - i0) / total) * (os.cpu_count() or 1) if total > 0 else None
-
-
-def resolve_threads(requested: int | None) -> int:
-    """CPU threads for torch / llama.cpp: `requested`, or auto = the cores other processes leave idle.
-
-    Why auto and not "all cores": decoding runs hundreds of tiny parallel regions per token, each
-    ending in a barrier. When another process holds one of 2 cores, every barrier waits for the
-    descheduled thread: measured on a busy 2-core box (load avg ~4), a batch-16 decode step of
-    SmolLM2-135M took 3-5 s with 2 threads and 0.16 s with 1. On an idle machine auto = all cores.
-    """
-    if requested:
-        return requested
-    cores = os.cpu_count() or 1
-    busy = busy_cores()
-    if busy is None:
-        try:
-            busy = os.getloadavg()[0]  # runnable processes, 1-minute average
-        except OSError:  # pragma: no cover - neither /proc nor getloadavg
-            return cores
-    return max(1, min(cores, int(cores - busy + 0.5)))
-
-
-# ---------------------------------------------------------------- data
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run `dvc repro format` first")
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def stratified_sample(rows: Sequence[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:
-    """Seeded sample of n rows, round-robin over intents (shuffled within and across intents)."""
-    rows = [r for r in rows if any(x["role"] == "assistant" for x in r["messages"][1:])]
-    if n is None or n >= len(rows):
-        return list(rows)
-    rng = random.Random(seed)
-    by_intent: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_intent[r.get("intent", "")].append(r)
-    intents = sorted(by_intent)
-    rng.shuffle(intents)
-    for k in intents:
-        rng.shuffle(by_intent[k])
-    out: list[dict[str, Any]] = []
-    depth = 0
-    while len(out) < n:
-        for k in intents:
-            if depth < len(by_intent[k]):
-                out.append(by_intent[k][depth])
-                if len(out) == n:
-                    break
-        depth += 1
-    return out
 
 
 # ---------------------------------------------------------------- scoring
@@ -196,7 +108,7 @@ def _compact(b: dict[str, Any]) -> dict[str, Any]:
 
 def decode_and_score_nll(model_dir: Path, examples: Sequence[m.Example], p: Any) -> dict[str, Any]:
     """Load one HF model, greedy-decode every prompt, score reference NLL; free the model."""
-    from supportlm.serve.batch import HFEngine
+    from supportlm.inference.engines import HFEngine
 
     t0 = time.perf_counter()
     engine = HFEngine.load(model_dir)
@@ -392,7 +304,7 @@ def run_evaluate(params: Any, paths: Any) -> dict[str, Any]:
 
     ensure_logging()
     p = stage_block(params, "evaluate", EvaluateParams)
-    base_model = getattr(getattr(params, "base_model", None), "base", "") or _base_model_id(paths)
+    base_model = getattr(getattr(params, "base_model", None), "base", "") or base_model_id(paths)
     formatted = stage_dir(paths, "formatted", "data", "formatted")
     return evaluate(
         base_dir=stage_dir(paths, "base_model", "models", "base"),
@@ -404,13 +316,6 @@ def run_evaluate(params: Any, paths: Any) -> dict[str, Any]:
         base_model_id=base_model,
         params_hash=params_hash(p),
     )
-
-
-def _base_model_id(paths: Any) -> str:
-    src = stage_dir(paths, "base_model", "models", "base") / "supportlm_source.json"
-    if src.is_file():
-        return str(json.loads(src.read_text()).get("gguf", ""))
-    return ""
 
 
 # ---------------------------------------------------------------- report

@@ -2,7 +2,7 @@
 
 Same slice, same token ids: prompts are built once with the merged model's HF tokenizer and
 fed as token ids to every variant (HF and llama.cpp share the vocabulary after conversion),
-and every reference reply is scored on the same ids (`metrics.reply_ids`), so perplexities
+and every reference reply is scored on the same ids (`inference.prompts.reply_ids`), so perplexities
 differ only by the weights.
 
 - perplexity: HF variants via `metrics.reply_nll_hf`; GGUF via llama-cpp-python with
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.evaluate import metrics as m
+from supportlm.inference.prompts import reply_ids
 
 SPEED_TOKENS = 32  # HF decode-rate probe length: the per-token cost is flat, a longer probe only costs time
 
@@ -44,7 +45,7 @@ def hf_decode_rate(
     model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_new_tokens: int
 ) -> dict[str, Any]:
     """Single-stream decode tok/s of an HF model: (N-1) / (t(generate N) - t(generate 1)), median."""
-    from supportlm.serve.batch import HFEngine
+    from supportlm.inference.engines import HFEngine
 
     eng = HFEngine(model, tokenizer)
     rates, ttft = [], []
@@ -78,7 +79,7 @@ def evaluate_hf(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An HF-loaded variant (fp32 or bitsandbytes): batched greedy generations + NLL + decode speed."""
-    from supportlm.serve.batch import HFEngine
+    from supportlm.inference.engines import HFEngine
 
     t0 = time.perf_counter()
     eng = HFEngine(model, tokenizer, name=name)
@@ -136,12 +137,12 @@ def evaluate_gguf(
     p: Any,
 ) -> dict[str, Any]:
     """A GGUF variant through llama-cpp-python: NLL on the reference replies + greedy generations."""
-    from supportlm.serve.batch import GGUFEngine
+    from supportlm.inference.engines import GGUFEngine
 
     t0 = time.perf_counter()
     eng = GGUFEngine(path, n_ctx=p.n_ctx, threads=p.threads, logits_all=True, tokenizer=tokenizer)
     load_s = eng.load_s
-    nll = gguf_reply_nll(eng, prompts, [m.reply_ids(tokenizer, e.reference) for e in examples])
+    nll = gguf_reply_nll(eng, prompts, [reply_ids(tokenizer, e.reference) for e in examples])
     gens = eng.generate_ids(prompts, p.max_new_tokens)
     rates = [
         (len(g.ids) + (g.finish_reason == "stop") - 1) / (g.seconds - g.first_token_s)

