@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supportlm.config import Params
 from supportlm.lineage import dvc_hashes, flatten, git_sha, params_hash, write_json
+from supportlm.logs import ensure_logging
 from supportlm.paths import Paths
 from supportlm.runtime import cpu_info
 from supportlm.train.tracking import make_tracker, system_info
@@ -39,22 +39,11 @@ def adapter_dir(paths: Paths) -> Path:
     return paths.root / "models" / "adapter"
 
 
-def _ensure_logging() -> None:
-    """Print supportlm.train INFO lines when nobody configured logging (stage scripts, CLI)."""
-    logger = logging.getLogger("supportlm")
-    if not logging.getLogger().handlers and not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
-
-
 def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, Any]:
     """Fine-tune, export the best adapter, benchmark the padded baseline, track, report."""
     from supportlm.train.trainer import LoRAFinetuneRecipe
 
-    _ensure_logging()
+    ensure_logging()
     t0 = time.perf_counter()
     p = params.train
     recipe = LoRAFinetuneRecipe(
