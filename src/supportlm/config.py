@@ -400,6 +400,9 @@ class ServeLimitsParams(Strict):
     min_key_length: Annotated[int, Field(ge=1)] = 16  # shorter API keys are refused at startup
     # slow clients: a stream write that waits longer than send_timeout_s, or a stream older than max_stream_s, ends
     send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # a refused request (rate, token budget, full queue, failed-auth throttle) is answered after
+    # min(refusal_delay_s, Retry-After): a client that ignores Retry-After cannot spin (nginx limit_req delays too)
+    refusal_delay_s: Annotated[float, Field(ge=0, le=10)] = 1.0
     max_stream_s: Annotated[float, Field(gt=0)] = 600.0
     max_connections: Annotated[int, Field(ge=1)] = 512  # uvicorn limit_concurrency: 503 beyond it
     keep_alive_s: Annotated[float, Field(gt=0)] = 5.0  # idle keep-alive connections are closed after this

@@ -62,6 +62,7 @@ def make_settings(**overrides: Any) -> ServeSettings:
         "limits_burst": 1000,
         "limits_rate_per_s": 1000.0,
         "limits_default_max_tokens": 16,
+        "limits_refusal_delay_s": 0.0,  # refusals answered at once (test_hardening tests the delay)
     }
     base.update(overrides)
     return ServeSettings(**base)

@@ -199,6 +199,30 @@ def test_a_stream_stops_when_its_client_is_gone_even_if_sends_still_succeed() ->
     assert len(produced) < 5  # 50 x 0.02 s if the stream ran on
 
 
+def test_refusals_are_answered_after_the_refusal_delay_so_a_flood_cannot_spin() -> None:
+    """A client ignoring Retry-After retried at once: 48 connections made ~150 refusals a second, and on
+    2 cores the gateway's work refusing them was taken from llama-server. Now each refusal waits
+    min(refusal_delay_s, Retry-After); requests that are let through do not wait."""
+    fake = create_fake_engine()
+
+    async def go() -> tuple[list[tuple[int, float]], float]:
+        settings = make_settings(limits_rate_per_s=0.5, limits_burst=2, limits_refusal_delay_s=0.4)
+        out = []
+        async with gateway(settings, fake=fake) as c:
+            for _ in range(4):
+                t0 = time.perf_counter()
+                r = await c.post("/v1/chat/completions", json=chat_body(), headers=ALICE)
+                out.append((r.status_code, time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            assert (await c.post("/v1/chat/completions", json=chat_body(), headers=BOB)).status_code == 200
+            return out, time.perf_counter() - t0
+
+    results, bob_s = run(go())
+    assert [code for code, _ in results] == [200, 200, 429, 429]
+    assert all(s < 0.3 for code, s in results if code == 200) and bob_s < 0.3
+    assert all(0.4 <= s < 1.0 for code, s in results if code == 429)
+
+
 # ---------------------------------------------------------------- 2. slow readers, long streams, connections
 
 

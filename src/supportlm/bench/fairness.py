@@ -11,7 +11,7 @@ Phases:
 | fair (the configured `serve.limits`) | polite alone | the polite key's solo latency (the reference) |
 | fair | abuser alone | what one key gets when nobody else wants the engine (work-conserving) |
 | fair | abuser + polite | the polite key's success rate and p95 under the flood |
-| unfair (no per-key caps: the old gateway) | abuser alone | the engine's full throughput for one key |
+| unfair (the old gateway: same request rate, no per-key caps or token budget) | abuser alone | the engine's full throughput for one key |
 | unfair | abuser + polite | the same flood without the defence |
 
 Goals (reports/fairness.json `targets`): under the flood the polite key gets no 429/503 at all and its p95
@@ -208,15 +208,17 @@ def _phase(stack: Stack, keys: dict[str, str], prompts: list, p: Any, abuser: bo
 def _stack_settings(serve_p: Any, model: Path, threads: int | None, slot_dir: Path, keys: dict[str, str],
                     fair: bool) -> Any:  # fmt: skip
     """The bench's engine settings with two keys and `serve.limits` exactly as configured (fair), or the
-    same without per-key caps, token budget or request rate (unfair: the gateway before the defence)."""
+    gateway before the defence (unfair): the same request rate per key and refusal delay, but no per-key
+    slot or queue caps and no token budget. Both refuse the flood's excess requests at the same rate, so the difference
+    between them is the per-key caps, not the cost of refusing."""
     s = bench_settings(serve_p, model, threads=threads, slot_dir=slot_dir, max_level=0)
     limits = {f"limits_{k}": v for k, v in serve_p.limits.model_dump().items()}
     limits.pop("limits_redis_url", None)
     limits["limits_backend"] = "memory"
     if not fair:
         limits |= {"limits_per_key_concurrency": None, "limits_per_key_queue": serve_p.limits.max_queue,
-                   "limits_fair_window_s": 0.0, "limits_shared_concurrency": None, "limits_token_rate_per_s": None, "limits_rate_per_s": 1e6,
-                   "limits_burst": 1_000_000}  # fmt: skip
+                   "limits_fair_window_s": 0.0, "limits_shared_concurrency": None,
+                   "limits_token_rate_per_s": None}  # fmt: skip
     keys_spec = ",".join(f"{name}:{key}" for name, key in keys.items())
     return s.model_copy(update={**limits, "api_keys": SecretStr(keys_spec)})
 
@@ -303,6 +305,7 @@ def summarize(phases: dict[str, dict[str, Any]], p: Any, serve_p: Any) -> dict[s
                 "burst",
                 "token_rate_per_s",
                 "token_burst",
+                "refusal_delay_s",
             )
         },
         "load": {
@@ -355,7 +358,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         (
             f"Limits under test (`serve.limits`): {', '.join(f'{k}={v}' for k, v in r['limits'].items())}. "
-            "The *unfair* stack is the same gateway with no per-key caps and no token budget."
+            "The *unfair* stack is the gateway before the defence: the same request rate per key, no per-key "
+            "slot or queue caps, no token budget."
         ),
         "",
         "| target | goal | measured | met |",

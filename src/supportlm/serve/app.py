@@ -488,6 +488,14 @@ class Gateway:
         except Exception:  # a refund must never fail the request that earned it
             log.exception("token refund failed")
 
+    async def refusal_pause(self, exc: ServeError) -> None:
+        """Hold a refusal for min(refusal_delay_s, its Retry-After header) before answering it. A client
+        that ignores Retry-After otherwise retries at once, and on a small box the refusals it costs
+        (parsing, logging, the socket) are taken from the engine's cores; a sleeping answer costs nothing."""
+        if exc.code in REFUSAL_CODES and self.settings.limits_refusal_delay_s > 0:
+            header = max(1, math.ceil(exc.retry_after or 1.0))  # what serve_error_response sends
+            await asyncio.sleep(min(self.settings.limits_refusal_delay_s, header))
+
     async def acquire(self, ctx: RequestContext, body: dict[str, Any], request: Request) -> Slot | None:
         """A slot, or None if the client left while queued (its place goes to the next waiter: a request
         nobody waits for must not run later)."""
@@ -579,6 +587,11 @@ def default_model_info(s: ServeSettings) -> dict[str, Any]:
     return {"model_source": "external"}
 
 
+# refusals by the gateway's own limits (not engine errors): answered after refusal_pause()
+REFUSAL_CODES = frozenset({"rate_limit_exceeded", "token_budget_exceeded", "queue_full", "key_queue_full",
+                           "too_many_auth_failures"})  # fmt: skip
+
+
 def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
@@ -653,6 +666,7 @@ class GatewayMiddleware:
             await self.app(scope, receive, send_with_id)
         except ServeError as exc:  # admission: nothing has been sent yet
             ctx.err = spec_for(exc).err
+            await self.gw.refusal_pause(exc)
             await _with_auth_header(serve_error_response(exc), exc)(scope, receive, send_with_id)
         except Exception:
             ctx.err = INTERNAL.err
@@ -865,6 +879,7 @@ def build_app(
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, exc: ServeError) -> Response:
         _note(request, spec_for(exc).err)
+        await gw.refusal_pause(exc)
         return _with_auth_header(serve_error_response(exc), exc)
 
     @app.exception_handler(RequestValidationError)

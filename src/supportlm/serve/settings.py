@@ -101,6 +101,7 @@ class ServeSettings(BaseSettings):
     limits_auth_fail_rate_per_s: float = Field(0.2, gt=0)  # ... refilled at this rate; then 429
     limits_min_key_length: int = Field(16, ge=1)  # shorter API keys are refused at startup
     limits_send_timeout_s: float = Field(30.0, gt=0)  # a stream write blocked longer than this ends the stream
+    limits_refusal_delay_s: float = Field(1.0, ge=0, le=10)  # 429/503 refusals answered after min(this, Retry-After)
     limits_max_stream_s: float = Field(600.0, gt=0)  # a stream older than this ends
     limits_max_connections: int = Field(512, ge=1)  # uvicorn limit_concurrency: 503 beyond it
     limits_keep_alive_s: float = Field(5.0, gt=0)  # idle keep-alive connections closed after this
