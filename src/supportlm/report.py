@@ -711,24 +711,3 @@ def run_report(params: Any, paths: Any) -> dict[str, Any]:
         "targets_met": met,
         "targets_total": len(targets),
     }
-
-
-def main() -> None:  # pragma: no cover - before `report` is wired into the CLI
-    import sys
-
-    from supportlm.config import load_params
-    from supportlm.paths import Paths
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        params: Any = load_params()
-    except Exception:  # noqa: BLE001 - params.yaml mid-edit: the report needs none of it
-        from supportlm.config import ReportParams
-
-        params = ReportParams()
-    out = run_report(params, Paths())
-    print(json.dumps({k: v for k, v in out.items() if k != "targets"}, indent=2))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
