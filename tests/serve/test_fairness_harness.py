@@ -4,7 +4,6 @@ its end are cut (and cancelled upstream), and the polite key's requests keep the
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from supportlm.bench.fairness import _phase, _summary
@@ -58,4 +57,3 @@ def test_phase_streams_the_flood_cuts_it_at_the_window_and_keeps_the_polite_sche
     # tokens/s is the window's: at most the slots the abuser held x 50 tokens/s, and well above zero
     assert 10 < abuser["tokens_per_s"] <= 4 * 50
     assert set(abuser["statuses"]) <= {"200", "429", "503", "cut"}
-    assert SimpleNamespace(**p.model_dump()).abuser_clients == 6
