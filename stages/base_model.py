@@ -6,11 +6,12 @@
 Writes models/base/ (safetensors weights, tokenizer, chat template, generation config).
 """
 
-from supportlm.cli import stage_main
+from supportlm.stage import stage_main
+from supportlm.train.base_model import run_base_model
 
 
 def main() -> None:
-    stage_main("base_model")
+    stage_main("base_model", run_base_model)
 
 
 if __name__ == "__main__":

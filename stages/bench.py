@@ -10,11 +10,12 @@ Writes reports/bench.json (`runs`, `targets`, `hardware`, ...), reports/bench.md
 reports/plots/bench/{latency,throughput,variants}.png.
 """
 
-from supportlm.cli import stage_main
+from supportlm.bench.run import run_bench
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("bench")
+    stage_main("bench", run_bench)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ Writes data/interim/clean.jsonl, data/interim/quarantine.jsonl (every dropped ro
 data/interim/changes.jsonl, data/interim/label_issues.jsonl, reports/clean.json.
 """
 
-from supportlm.cli import stage_main
+from supportlm.data.clean import run_clean
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("clean")
+    stage_main("clean", run_clean)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ Writes reports/eval.json (metrics: `base`, `finetuned`, per intent / slice), rep
 reports/plots/eval/*.png, reports/human_eval_sheet.{csv,html} and reports/human_eval_key.csv.
 """
 
-from supportlm.cli import stage_main
+from supportlm.evaluate.run import run_evaluate
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("evaluate")
+    stage_main("evaluate", run_evaluate)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ Writes reports/fairness.json (`phases`, `targets`, `hardware`), reports/fairness
 reports/plots/fairness/latency.png.
 """
 
-from supportlm.cli import stage_main
+from supportlm.bench.fairness import run_fairness
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("fairness")
+    stage_main("fairness", run_fairness)
 
 
 if __name__ == "__main__":

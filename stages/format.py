@@ -6,11 +6,12 @@
 Writes data/formatted/{train,val,test}.jsonl, reports/format.json.
 """
 
-from supportlm.cli import stage_main
+from supportlm.data.format import run_format
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("format")
+    stage_main("format", run_format)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ Writes data/raw/records.jsonl, data/raw/rejected.jsonl (rows that could not beco
 data/raw/defects.jsonl (synthetic ground truth), reports/ingest.json.
 """
 
-from supportlm.cli import stage_main
+from supportlm.data.ingest import run_ingest
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("ingest")
+    stage_main("ingest", run_ingest)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ Reads models/base/ and models/adapter/; writes models/merged/ (HF safetensors + 
 chat template + generation config + supportlm_merge.json), atomically.
 """
 
-from supportlm.cli import stage_main
+from supportlm.stage import stage_main
+from supportlm.train.merge import run_merge
 
 
 def main() -> None:
-    stage_main("merge")
+    stage_main("merge", run_merge)
 
 
 if __name__ == "__main__":

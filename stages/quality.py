@@ -6,11 +6,12 @@
 Writes reports/data_quality.{json,md,html}, reports/plots/quality_*.png.
 """
 
-from supportlm.cli import stage_main
+from supportlm.data.quality import run_quality
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("quality")
+    stage_main("quality", run_quality)
 
 
 if __name__ == "__main__":

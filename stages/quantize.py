@@ -7,11 +7,12 @@ Writes models/gguf/model-*.gguf, reports/quantization.json (`variants`, `targets
 reports/quantization.md and reports/plots/quantize/size_accuracy_speed.png.
 """
 
-from supportlm.cli import stage_main
+from supportlm.quantize.run import run_quantize
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("quantize")
+    stage_main("quantize", run_quantize)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ Writes reports/index.md and reports/index.html (inline CSS, plots as data URIs, 
 detailed reports next to it).
 """
 
-from supportlm.cli import stage_main
+from supportlm.report.run import run_report
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("report")
+    stage_main("report", run_report)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@
 Writes data/processed/{train,val,test}.jsonl, reports/split.json.
 """
 
-from supportlm.cli import stage_main
+from supportlm.data.split import run_split
+from supportlm.stage import stage_main
 
 
 def main() -> None:
-    stage_main("split")
+    stage_main("split", run_split)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ a killed run continues from its last complete checkpoint), reports/train.json, r
 reports/plots/train/loss.png, and the MLflow run in mlflow.db + mlruns/.
 """
 
-from supportlm.cli import stage_main
+from supportlm.stage import stage_main
+from supportlm.train.run import run_train
 
 
 def main() -> None:
-    stage_main("train")
+    stage_main("train", run_train)
 
 
 if __name__ == "__main__":

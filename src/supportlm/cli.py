@@ -27,43 +27,23 @@ out = Console()
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file to validate and use")]
 
 
-def _stage_funcs() -> dict[str, tuple[str, Callable[..., Any]]]:
-    """stage name -> (params block it reads, runner). Imports are lazy: `--help` stays fast."""
-    from supportlm.data import pipeline
-    from supportlm.train import base_model
-
-    def run_base_model(params: Any, paths: Any) -> dict[str, Any]:
-        base_model.resolve(params.base_model, paths.base_model)
-        return {"base_model": str(paths.base_model)}
-
-    def run_train(params: Any, paths: Any) -> dict[str, Any]:
-        from supportlm.train.run import run_train as train
-
-        return train(params, paths)
-
-    def lazy(module: str, func: str) -> Callable[..., Any]:
-        def call(params: Any, paths: Any) -> Any:
-            import importlib
-
-            return getattr(importlib.import_module(module), func)(params, paths)
-
-        return call
-
-    return {
-        "ingest": ("ingest", pipeline.run_ingest),
-        "base_model": ("base_model", run_base_model),
-        "clean": ("clean", pipeline.run_clean),
-        "split": ("split", pipeline.run_split),
-        "format": ("format", pipeline.run_format),
-        "quality": ("quality", pipeline.run_quality),
-        "train": ("train", run_train),
-        "merge": ("merge", lazy("supportlm.train.merge", "run_merge")),
-        "evaluate": ("evaluate", lazy("supportlm.evaluate.run", "run_evaluate")),
-        "quantize": ("quantize", lazy("supportlm.quantize.run", "run_quantize")),
-        "bench": ("bench", lazy("supportlm.bench.run", "run_bench")),
-        "fairness": ("fairness", lazy("supportlm.bench.fairness", "run_fairness")),
-        "report": ("report", lazy("supportlm.report", "run_report")),
-    }
+# stage -> "module:runner"; imported only when that command runs (`--help` stays fast). The same runner
+# is the one stages/<stage>.py calls (tests/unit/test_stage_runners.py compares them).
+STAGE_RUNNERS = {
+    "ingest": "supportlm.data.ingest:run_ingest",
+    "base_model": "supportlm.train.base_model:run_base_model",
+    "clean": "supportlm.data.clean:run_clean",
+    "split": "supportlm.data.split:run_split",
+    "format": "supportlm.data.format:run_format",
+    "quality": "supportlm.data.quality:run_quality",
+    "train": "supportlm.train.run:run_train",
+    "merge": "supportlm.train.merge:run_merge",
+    "evaluate": "supportlm.evaluate.run:run_evaluate",
+    "quantize": "supportlm.quantize.run:run_quantize",
+    "bench": "supportlm.bench.run:run_bench",
+    "fairness": "supportlm.bench.fairness:run_fairness",
+    "report": "supportlm.report.run:run_report",
+}
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
@@ -75,44 +55,24 @@ def guarded(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(exc.exit_code) from None
 
 
-def run_stage(name: str, params_path: Path = Path("params.yaml")) -> dict[str, Any]:
-    """What `stages/<name>.py` and `supportlm <name>` both call."""
-    from supportlm.config import load_params
-    from supportlm.paths import Paths
-
-    def go() -> dict[str, Any]:
-        params = load_params(params_path)
-        block, func = _stage_funcs()[name]
-        out.print(f"[bold]{name}[/] params: {getattr(params, block).model_dump_json()}", highlight=False)
-        metrics = func(params, Paths())
-        out.print(json.dumps(_summary(metrics), indent=None, default=str)[:2000], highlight=False)
-        return metrics
-
-    return guarded(go)
-
-
-def stage_main(name: str) -> None:
-    """Entry point for stages/*.py: exit code 0 on success, the error's code otherwise."""
-    try:
-        run_stage(name)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-
-
-def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if not isinstance(v, (list, dict)) or k in ("counts", "by_reason")}
-
-
-def _stage_command(name: str) -> None:
+def _stage_command(name: str, target: str) -> None:
     def command(params: ParamsOpt = Path("params.yaml")) -> None:
-        run_stage(name, params)
+        import importlib
 
-    command.__doc__ = f"Run the `{name}` stage's code outside DVC (the same function its stages/{name}.py calls)."
+        from supportlm.stage import StageFailed, run_stage
+
+        module, func = target.split(":")
+        try:
+            run_stage(name, getattr(importlib.import_module(module), func), params)
+        except StageFailed as exc:
+            raise typer.Exit(exc.exit_code) from None
+
+    command.__doc__ = f"Run the `{name}` stage's code outside DVC (the same runner its stages/{name}.py calls)."
     app.command(name.replace("_", "-"))(command)
 
 
-for _name in ("ingest", "base_model", "clean", "split", "format", "quality", "train", "merge", "evaluate", "quantize", "bench", "fairness", "report"):
-    _stage_command(_name)
+for _name, _target in STAGE_RUNNERS.items():
+    _stage_command(_name, _target)
 
 
 @params_app.command("check")
@@ -300,13 +260,13 @@ def serve_cmd(
     """Start llama-server (or use SUPPORTLM_ENGINE_URL) and the gateway; SIGTERM drains in-flight requests."""
     from supportlm.config import load_params
     from supportlm.serve.server import serve
-    from supportlm.serve.settings import ServeSettings
+    from supportlm.serve.settings import load_settings
 
     def go() -> None:
         p = load_params(params)
         out.print(f"[bold]serve[/] params: {p.serve.model_dump_json()}", highlight=False)
         overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-        serve(ServeSettings.from_params(p.serve, **overrides))
+        serve(load_settings(p.serve, **overrides))  # SUPPORTLM_* env over params; --host/--port over both
 
     guarded(go)
 

@@ -4,6 +4,10 @@ Every model forbids unknown keys, so a misspelt knob fails the way nanoGPT's
 "Unknown config key" does, before any stage does work. Errors name the dotted key
 path, what is allowed and the value given. `load_params()` only parses: the stage
 that writes a directory creates it.
+
+It runs past the ~500-line guideline on purpose: it is the one schema of params.yaml, in the
+file's order, with every default, bound and cross-field check (`supportlm params check` runs them
+all); serving settings derive from `ServeParams` here rather than re-declaring it.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ DEFECT_TYPES: tuple[str, ...] = (
     "label_flip",
 )
 PII_TYPES: tuple[str, ...] = ("pii_email", "pii_phone", "pii_card")
-# Defect families a record can carry at most one of (PII may ride along, see _plan).
+# Defect families a record can carry at most one of (PII may ride along, see data/synthetic_defects.plan_defects).
 EXCLUSIVE: tuple[str, ...] = (
     "exact_duplicate",
     "near_duplicate",
@@ -339,38 +343,65 @@ class QuantizeParams(Strict):
 
 
 # ---------------------------------------------------------------- serve
-# Mirrors supportlm.serve.settings.ServeSettings: `serve.<block>.<key>` is the env var
-# SUPPORTLM_<BLOCK>_<KEY> (env wins). Secrets (API keys) are env/file only, never here.
+# The one schema of the serving settings: supportlm.serve.settings.ServeSettings *is* a ServeParams plus the
+# secrets (API keys, the engine's key, the Redis URL), which live in env/files only, never here. Every
+# default, bound and cross-field check is below; env SUPPORTLM_<BLOCK>_<KEY> (SUPPORTLM_<KEY> for a top-level
+# key) overrides `serve.<block>.<key>`, the name generated from these models (serve.settings.env_names).
 
 
 class ServeEngineParams(Strict):
     kind: Literal["llamacpp", "tgi", "vllm", "openai"] = "llamacpp"  # llamacpp = embedded llama-server
     url: str | None = None  # external engine (TGI/vLLM); None = `supportlm serve` starts llama-server itself
+    # a command serve() starts and supervises instead of llama-server; {host} {port} {model} {ctx} {parallel}
+    # {threads} filled in
+    cmd: str | None = None
     model: str | None = None  # model name sent upstream; None = the kind's default / vLLM's /v1/models
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8081
-    timeout_s: Annotated[float, Field(gt=0)] = 120.0  # upstream call (non-stream) / longest gap between chunks
+    # the whole upstream call (non-streamed) / the longest gap between stream chunks -> 504
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     start_timeout_s: Annotated[float, Field(gt=0)] = 180.0  # model load before serve() gives up
     health_interval_s: Annotated[float, Field(gt=0)] = 2.0  # readiness probe period
     retry_after_s: Annotated[int, Field(ge=1)] = 2  # Retry-After while the engine is down
     restart_backoff_s: Annotated[float, Field(gt=0)] = 1.0  # doubles per crash ...
     restart_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0  # ... up to this
+    max_restarts: Annotated[int, Field(ge=0)] = 5  # consecutive restarts that die within a minute, then stop
+
+    @model_validator(mode="after")
+    def _startable(self) -> ServeEngineParams:
+        if self.kind != "llamacpp" and not (self.url or self.cmd):
+            raise ValueError(
+                f"serve.engine.kind={self.kind} needs serve.engine.url (SUPPORTLM_ENGINE_URL: an engine you "
+                "run) or serve.engine.cmd (SUPPORTLM_ENGINE_CMD: a command serve() starts); only llamacpp is "
+                "started by default"
+            )
+        return self
 
 
 class ServeModelParams(Strict):
-    path: str = "models/gguf/model-q4_k_m.gguf"  # the quantize stage's q4_k_m
+    path: Path = Path("models/gguf/model-q4_k_m.gguf")  # the quantize stage's q4_k_m
     fallback_bundled: bool = True  # serve the bundled SmolLM2 GGUF when `path` is absent (said in /readyz)
-    served_name: str = "supportlm"
+    served_name: str = "supportlm"  # `model` in responses; requests may name it or omit it
 
 
 class ServeLlamaParams(Strict):
+    server_bin: Path | None = None  # None = supportlm.llamacpp.tool("llama-server") (built once, cached)
     threads: Annotated[int, Field(ge=1)] | None = None  # None = all cores
     ctx_size: Annotated[int, Field(ge=128)] = 2048  # tokens per slot; llama-server gets ctx_size x parallel
-    parallel: Annotated[int, Field(ge=1, le=256)] = 4  # slots decoded together: more = throughput, slower each
+    parallel: Annotated[int, Field(ge=1, le=256)] = 4  # slots decoded together: more throughput, slower each
     batch_size: Annotated[int, Field(ge=1)] = 512  # -b: prompt tokens per decode call
     ubatch_size: Annotated[int, Field(ge=1)] = 512  # -ub: <= batch_size; lower = less memory
-    extra_args: list[str] = []
+    extra_args: list[str] = []  # appended verbatim (a JSON list in env)
+
+    @model_validator(mode="after")
+    def _ubatch(self) -> ServeLlamaParams:
+        if self.ubatch_size > self.batch_size:
+            raise ValueError(
+                f"serve.llama.ubatch_size ({self.ubatch_size}) must be <= serve.llama.batch_size "
+                f"({self.batch_size}): the physical batch is a slice of the logical one"
+            )
+        return self
 
 
 class ServeLimitsParams(Strict):
@@ -382,18 +413,19 @@ class ServeLimitsParams(Strict):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 262144  # 413 above this
     max_prompt_chars: Annotated[int, Field(ge=1)] = 8000  # all message contents together (~4 chars/token)
     max_tokens: Annotated[int, Field(ge=1)] = 2048  # upper bound of max_tokens (the context size)
-    default_max_tokens: Annotated[int, Field(ge=1)] = 256
+    default_max_tokens: Annotated[int, Field(ge=1)] = 256  # when a request gives none; <= max_tokens
     max_messages: Annotated[int, Field(ge=1)] = 64
     # fair sharing between keys (supportlm.serve.scheduler): a key alone may hold per_key_concurrency slots
     # (null = all: work-conserving); while several keys are busy each holds max_concurrency // busy keys
     per_key_concurrency: Annotated[int, Field(ge=1)] | None = None
-    per_key_queue: Annotated[int, Field(ge=1)] = 8  # waiting places one key may take; a full queue sheds the key with most
-    fair_window_s: Annotated[float, Field(ge=0)] = 10.0  # a key counts as busy this long after its last request
+    # waiting places one key may take; a full queue sheds the key with the most waiting
+    per_key_queue: Annotated[int, Field(ge=1)] = 8
+    fair_window_s: Annotated[float, Field(ge=0)] = 10.0  # a key counts as busy this long after its last one
     # slots each key may hold while other keys are busy; null = an equal split (max_concurrency // busy keys)
     shared_concurrency: Annotated[int, Field(ge=1)] | None = None
     # token budget per key: prompt estimate (chars/4) + max_tokens charged up front, unused tokens refunded
     token_rate_per_s: Annotated[float, Field(gt=0)] | None = 1000.0  # refill; null = no token budget
-    token_burst: Annotated[int, Field(ge=1)] = 65536  # bucket size (>= prompt + max_tokens of the largest request)
+    token_burst: Annotated[int, Field(ge=1)] = 65536  # bucket size: >= prompt + max_tokens of the largest
     # failed authentications per client address: 429 once spent, and only the first one a minute is logged
     auth_fail_burst: Annotated[int, Field(ge=1)] = 20
     auth_fail_rate_per_s: Annotated[float, Field(gt=0)] = 0.2
@@ -407,24 +439,41 @@ class ServeLimitsParams(Strict):
     max_connections: Annotated[int, Field(ge=1)] = 512  # uvicorn limit_concurrency: 503 beyond it
     keep_alive_s: Annotated[float, Field(gt=0)] = 5.0  # idle keep-alive connections are closed after this
     # where the request-rate, token and failed-auth buckets live: memory (this process) | redis (shared by
-    # replicas; in-flight caps stay per replica). A password goes in env SUPPORTLM_LIMITS_REDIS_URL, not here.
+    # replicas; in-flight caps stay per replica). The Redis URL may hold a password: it is a secret, given
+    # in env SUPPORTLM_LIMITS_REDIS_URL only
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: str | None = None
+
+    @model_validator(mode="after")
+    def _affordable(self) -> ServeLimitsParams:
+        if self.default_max_tokens > self.max_tokens:
+            raise ValueError(
+                f"serve.limits.default_max_tokens ({self.default_max_tokens}) must be <= "
+                f"serve.limits.max_tokens ({self.max_tokens}); lower the default or raise max_tokens"
+            )
+        if self.token_rate_per_s is not None and self.token_burst < self.max_tokens:
+            raise ValueError(
+                f"serve.limits.token_burst ({self.token_burst}) must be >= serve.limits.max_tokens "
+                f"({self.max_tokens}): a request allowed max_tokens could never be afforded; raise "
+                "token_burst or set token_rate_per_s: null (no token budget)"
+            )
+        return self
 
 
 class ServeLogParams(Strict):
-    file: str | None = None  # JSON request log (size-rotated); stdout always gets it
+    file: Path | None = None  # JSON request log (size-rotated); stdout gets it too unless stdout: false
     max_bytes: Annotated[int, Field(ge=1024)] = 10485760
     backups: Annotated[int, Field(ge=0)] = 5
     prompts: bool = False  # log prompts/replies, PII-masked
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    stdout: bool = True  # the request log on stdout
 
 
 class ServeParams(Strict):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # 0.0.0.0 in containers
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     drain_timeout_s: Annotated[float, Field(gt=0)] = 30.0  # SIGTERM: in-flight requests get this long
-    system_prompt: str | None = None  # the operator's system message: always first; a client's system text follows it
+    # the operator's system message: always first; a client's system text follows it
+    system_prompt: str | None = None
     docs: bool = False  # /docs and /redoc (their JS loads from a CDN); /openapi.json is always served
     engine: ServeEngineParams = ServeEngineParams()
     model: ServeModelParams = ServeModelParams()
@@ -577,15 +626,6 @@ class Params(Strict):
     sweep: SweepParams = SweepParams()
 
 
-def stage_block(params: Any, name: str, cls: type) -> Any:
-    """A stage runner's own params block: `params.<name>` of a root Params, or `params` itself when a
-    caller (a test, a notebook) passes just the block; an absent block means its defaults."""
-    if isinstance(params, cls):
-        return params
-    block = getattr(params, name, None)
-    return block if block is not None else cls()
-
-
 def _format_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: {exc.error_count()} invalid value(s)"]
     for err in exc.errors()[:10]:
@@ -598,6 +638,8 @@ def _format_error(exc: ValidationError, source: str) -> str:
             given_s = given_s[:77] + "..."
         if err["type"] == "extra_forbidden":
             lines.append(f"  - `{path}`: unknown key (typo? see params.yaml comments for allowed keys)")
+        elif err["type"] == "value_error" and isinstance(given, dict):  # a cross-field check: its message names the keys
+            lines.append(f"  - `{path}`: {str(err['msg']).removeprefix('Value error, ')}")
         else:
             lines.append(f"  - `{path}`: {err['msg']}. Given: {given_s}")
     return "\n".join(lines)

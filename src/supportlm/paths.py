@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 def package_file(package: str, name: str) -> Path | None:
@@ -72,9 +71,3 @@ class Paths:
     @property
     def plots(self) -> Path:
         return self.root / "reports" / "plots"
-
-
-def stage_dir(paths: Any, attr: str, *default: str) -> Path:
-    """`paths.<attr>`, or `<paths.root>/<default...>` for a partial paths object (tests pass a namespace)."""
-    value = getattr(paths, attr, None)
-    return Path(value) if value is not None else Path(getattr(paths, "root", ".")).joinpath(*default)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from supportlm.config import BenchParams, BenchTuningParams, ServeLlamaParams, ServeParams
+from supportlm.config import BaseModelParams, BenchParams, BenchTuningParams, ServeLlamaParams, ServeParams
+from supportlm.paths import Paths
 from supportlm.serve.settings import bundled_model_path
+from tests.stage_params import project_params
 
 
 def _tools_built() -> bool:
@@ -43,14 +45,16 @@ QUESTIONS = [
 
 
 def _test_split(path: Path) -> Path:
-    """The project's test split when it exists, else four support questions in the same row format."""
+    """path/test.jsonl: a copy of the project's test split when it exists, else four support questions
+    in the same row format."""
     real = ROOT / "data" / "formatted" / "test.jsonl"
+    path.mkdir(parents=True)
     if real.is_file():
-        return real.parent
+        shutil.copy(real, path / "test.jsonl")
+        return path
     system = {"role": "system", "content": "You are a helpful, concise customer-support assistant."}
     rows = [{"messages": [system, {"role": "user", "content": q}, {"role": "assistant", "content": "ok"}]}
             for q in QUESTIONS]  # fmt: skip
-    path.mkdir(parents=True)
     (path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -69,11 +73,11 @@ def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pyt
         bandwidth_mb=64, bandwidth_repeats=2, decode_tokens=16, decode_repeats=1,
         tuning=BenchTuningParams(enabled=False),
     )  # fmt: skip
-    params = SimpleNamespace(bench=bench, serve=ServeParams(llama=ServeLlamaParams(parallel=2, ctx_size=1024)),
-                             base_model=SimpleNamespace(base="bundled:smollm2-135m-instruct"))  # fmt: skip
-    reports = tmp_path / "reports"
-    paths = SimpleNamespace(root=tmp_path, reports=reports, plots=reports / "plots",
-                            formatted=_test_split(tmp_path / "formatted"), gguf=tmp_path / "gguf")  # fmt: skip
+    params = project_params(bench=bench, serve=ServeParams(llama=ServeLlamaParams(parallel=2, ctx_size=1024)),
+                            base_model=BaseModelParams(base="bundled:smollm2-135m-instruct"))  # fmt: skip
+    paths = Paths(root=tmp_path)
+    reports = paths.reports
+    _test_split(paths.formatted)
 
     result = run_bench(params, paths)
 
@@ -148,10 +152,10 @@ def test_bench_against_an_external_engine_behind_the_gateway(tmp_path: Path, mon
             overhead_pairs=2, max_new_tokens=12, prompts=8, bandwidth_mb=16, bandwidth_repeats=1,
         )  # tuning and variants stay at their defaults: both must be skipped for an external engine
         serve = ServeParams(engine=ServeEngineParams(kind="vllm", url=url, model="fake-7b"))
-        params = SimpleNamespace(bench=bench, serve=serve, base_model=SimpleNamespace(base="test"))
-        reports = tmp_path / "reports"
-        paths = SimpleNamespace(root=tmp_path, reports=reports, plots=reports / "plots",
-                                formatted=_test_split(tmp_path / "formatted"), gguf=tmp_path / "gguf")  # fmt: skip
+        params = project_params(bench=bench, serve=serve, base_model=BaseModelParams(base="test"))
+        paths = Paths(root=tmp_path)
+        reports = paths.reports
+        _test_split(paths.formatted)
 
         result = run_bench(params, paths)
 

@@ -20,14 +20,15 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pytest
 
 from supportlm.config import ReportParams
-from supportlm.report import run_report
+from supportlm.paths import Paths
+from supportlm.report.run import run_report
+from tests.stage_params import project_params
 from tests.unit.test_report import make_reports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +173,7 @@ LINKS_JS = """(() => ({
 @pytest.mark.parametrize(("kind", "embed"), [("fixture", True), ("fixture", False), ("project", True)])
 def test_index_html_links_and_images_resolve(browser: CDP, tmp_path: Path, kind: str, embed: bool) -> None:
     root = _tree(kind, tmp_path)
-    out = run_report(ReportParams(embed_images=embed), SimpleNamespace(reports=root / "reports", root=root))
+    out = run_report(project_params(report=ReportParams(embed_images=embed)), Paths(root=root))
     index = Path(out["index_html"]).resolve()
 
     browser.send("Page.navigate", url=index.as_uri())

@@ -32,7 +32,7 @@ import pytest
 
 from supportlm.serve.app import build_app
 from supportlm.serve.engines import Engine
-from supportlm.serve.settings import ServeSettings
+from supportlm.serve.settings import ServeSettings, load_settings, merge_overrides
 
 from .fake_engine import create_app as create_fake_engine
 
@@ -54,18 +54,20 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_settings(**overrides: Any) -> ServeSettings:
+    """Test settings: `load_settings` without env, these defaults, then `overrides` (nested like the model:
+    `make_settings(limits={"burst": 1})` changes that key alone)."""
     base: dict[str, Any] = {
         "api_keys": KEYS,
-        "log_stdout": False,
-        "engine_health_interval_s": 0.2,
-        "engine_retry_after_s": 2,
-        "limits_burst": 1000,
-        "limits_rate_per_s": 1000.0,
-        "limits_default_max_tokens": 16,
-        "limits_refusal_delay_s": 0.0,  # refusals answered at once (test_hardening tests the delay)
+        "log": {"stdout": False},
+        "engine": {"health_interval_s": 0.2, "retry_after_s": 2},
+        "limits": {
+            "burst": 1000,
+            "rate_per_s": 1000.0,
+            "default_max_tokens": 16,
+            "refusal_delay_s": 0.0,  # refusals answered at once (test_hardening tests the delay)
+        },
     }
-    base.update(overrides)
-    return ServeSettings(**base)
+    return load_settings(env={}, **merge_overrides(base, overrides))
 
 
 def chat_body(content: str = "Where is my order?", **extra: Any) -> dict[str, Any]:
@@ -134,7 +136,9 @@ class ServerThread:
         if settings is not None:
             from supportlm.serve.server import _uvicorn_server
 
-            self.server = _uvicorn_server(app, settings.model_copy(update={"host": "127.0.0.1", "port": self.port}))
+            self.server = _uvicorn_server(
+                app, settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
+            )
         else:
             config = uvicorn.Config(
                 app,

@@ -37,8 +37,12 @@ DOCKERFILES = sorted(p for p in DOCKER.glob("Dockerfile.*") if p.suffix != ".doc
 
 
 def test_every_dockerfile_is_listed() -> None:
-    assert {p.name for p in DOCKERFILES} == {"Dockerfile.llama", "Dockerfile.serve", "Dockerfile.train",
-                                             "Dockerfile.prometheus"}
+    assert {p.name for p in DOCKERFILES} == {
+        "Dockerfile.llama",
+        "Dockerfile.serve",
+        "Dockerfile.train",
+        "Dockerfile.prometheus",
+    }
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -125,10 +129,13 @@ def test_compose_structure() -> None:
         if name not in ("tgi", "grafana"):  # public images, not pullable here: documented alternatives
             assert svc["image"] in built_here, (name, svc["image"])
         hc = svc.get("healthcheck")
-        assert hc and hc["test"][0] in ("CMD", "CMD-SHELL") and {"interval", "timeout", "retries"} <= set(hc), name
+        assert (
+            hc and hc["test"][0] in ("CMD", "CMD-SHELL") and {"interval", "timeout", "retries"} <= set(hc)
+        ), name
         for port in svc.get("ports", []):  # loopback unless the user opts in through the *_BIND variable
-            assert re.fullmatch(r"(127\.0\.0\.1|\$\{[A-Z]+_BIND:-127\.0\.0\.1\}):(\d+|\$\{[A-Z]+_PORT:-\d+\}):\d+", port), (
-                name, port)
+            assert re.fullmatch(
+                r"(127\.0\.0\.1|\$\{[A-Z]+_BIND:-127\.0\.0\.1\}):(\d+|\$\{[A-Z]+_PORT:-\d+\}):\d+", port
+            ), (name, port)
         for vol in svc.get("volumes", []):
             src = re.sub(r"^\$\{\w+:-([^}]+)\}", r"\1", vol).split(":")[0]  # ${VAR:-default}: the default
             assert src in c["volumes"] or src.startswith("."), (name, vol)
@@ -136,23 +143,33 @@ def test_compose_structure() -> None:
                 assert (DOCKER / src).exists(), (name, vol)
         deps = svc.get("depends_on") or {}
         for dep, cond in deps.items() if isinstance(deps, dict) else []:
-            assert dep in services and cond["condition"] in ("service_healthy", "service_started"), (name, dep)
+            assert dep in services and cond["condition"] in ("service_healthy", "service_started"), (
+                name,
+                dep,
+            )
     assert services["engine"]["profiles"] == ["cpu"] and services["tgi"]["profiles"] == ["gpu"]
     assert services["gateway"]["profiles"] == ["cpu"] and services["gateway-gpu"]["profiles"] == ["gpu"]
     assert "profiles" not in services["prometheus"] and services["grafana"]["profiles"] == ["grafana"]
     gpu = services["tgi"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
     engine_cmd = services["engine"]["command"][0]
-    assert "--cont-batching" in engine_cmd and "--parallel" in engine_cmd and "/opt/llama/llama-server" in engine_cmd
+    assert (
+        "--cont-batching" in engine_cmd
+        and "--parallel" in engine_cmd
+        and "/opt/llama/llama-server" in engine_cmd
+    )
     env_cpu, env_gpu = services["gateway"]["environment"], services["gateway-gpu"]["environment"]
-    assert env_cpu["SUPPORTLM_ENGINE_URL"] == "http://engine:8080" and env_gpu["SUPPORTLM_ENGINE_URL"] == "http://tgi:80"
+    assert (
+        env_cpu["SUPPORTLM_ENGINE_URL"] == "http://engine:8080"
+        and env_gpu["SUPPORTLM_ENGINE_URL"] == "http://tgi:80"
+    )
     assert env_gpu["SUPPORTLM_API_KEYS"] == env_cpu["SUPPORTLM_API_KEYS"]  # the merge kept the shared env
-    # every SUPPORTLM_* variable is a real setting
-    from supportlm.serve.settings import ServeSettings
+    # every SUPPORTLM_* variable is a real setting (names generated from the model: test_settings.py)
+    from supportlm.serve.settings import env_names
 
     for env in (env_cpu, env_gpu):
         for key in env:
-            assert key.removeprefix("SUPPORTLM_").lower() in ServeSettings.model_fields, key
+            assert key in env_names(), key
     # `${VAR:?}` is checked for the whole file whichever service starts: each service checks its own
     assert ":?" not in json.dumps(c)
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
@@ -175,17 +192,32 @@ def test_grafana_refuses_to_start_without_a_password(tmp_path) -> None:
 
 def test_engine_serves_the_bundled_model_when_the_gguf_is_absent(tmp_path) -> None:
     """The engine service's start command, with a stand-in llama-server that prints its arguments."""
-    script = _unescape(_compose()["services"]["engine"]["command"][0]).replace("/opt/llama/llama-server", "echo")
-    env = {"SUPPORTLM_GGUF": "model-q4_k_m.gguf", "SUPPORTLM_BUNDLED_GGUF": "/opt/bundled/base.gguf", "PATH": "/bin:/usr/bin"}
-    res = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False, timeout=10)
-    assert res.returncode == 0 and "--model /opt/bundled/base.gguf" in res.stdout and "not found" in res.stderr
+    script = _unescape(_compose()["services"]["engine"]["command"][0]).replace(
+        "/opt/llama/llama-server", "echo"
+    )
+    env = {
+        "SUPPORTLM_GGUF": "model-q4_k_m.gguf",
+        "SUPPORTLM_BUNDLED_GGUF": "/opt/bundled/base.gguf",
+        "PATH": "/bin:/usr/bin",
+    }
+    res = subprocess.run(
+        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False, timeout=10
+    )
+    assert (
+        res.returncode == 0 and "--model /opt/bundled/base.gguf" in res.stdout and "not found" in res.stderr
+    )
 
 
 def test_compose_config_validates_and_tgi_needs_no_variables() -> None:
     cli = compose_cli()
     if cli is None:
-        pytest.skip("neither `docker compose` nor docker-compose installed; test_compose_structure checks the file")
-    bare = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}  # no SUPPORTLM_*/GRAFANA_*/HF_*
+        pytest.skip(
+            "neither `docker compose` nor docker-compose installed; test_compose_structure checks the file"
+        )
+    bare = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+    }  # no SUPPORTLM_*/GRAFANA_*/HF_*
     for profiles in (["cpu"], ["gpu"], ["cpu", "grafana"]):
         args = [a for p in profiles for a in ("--profile", p)]
         proc = subprocess.run([*cli, "-p", "supportlm", "-f", str(COMPOSE), *args, "config", "-q"], capture_output=True,
@@ -259,8 +291,12 @@ def test_every_registry_image_is_pinned_by_digest() -> None:
 def test_pin_images_rewrites_each_ref_with_the_digest_the_registry_serves(tmp_path) -> None:
     """scripts/pin_images.sh against a fake `docker` (pull + inspect answer like a registry would)."""
     tree = tmp_path / "repo"
-    for rel in ["scripts/pin_images.sh", "docker/compose.yaml", "src/supportlm/docker_plan.py",
-                *(f"docker/{p.name}" for p in DOCKERFILES)]:
+    for rel in [
+        "scripts/pin_images.sh",
+        "docker/compose.yaml",
+        "src/supportlm/docker_plan.py",
+        *(f"docker/{p.name}" for p in DOCKERFILES),
+    ]:
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tree / rel)
     bin_dir = tmp_path / "bin"
@@ -274,26 +310,61 @@ def test_pin_images_rewrites_each_ref_with_the_digest_the_registry_serves(tmp_pa
         "esac\n"
     )
     (bin_dir / "docker").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "log"), "FAIL": ""}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(tmp_path / "log"),
+        "FAIL": "",
+    }
     before = {r.split("@")[0] for r in _registry_images()}
-    out = subprocess.run(["bash", str(tree / "scripts/pin_images.sh")], env=env, check=True, capture_output=True,
-                         text=True, timeout=60).stdout.split()
+    out = subprocess.run(
+        ["bash", str(tree / "scripts/pin_images.sh")],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
     import hashlib
 
     want = sorted(f"{t}@sha256:{hashlib.sha256(t.encode()).hexdigest()}" for t in before)
     assert sorted(out) == want
-    text = "".join((tree / rel).read_text() for rel in ["docker/compose.yaml", "src/supportlm/docker_plan.py",
-                                                          *(f"docker/{p.name}" for p in DOCKERFILES)])
+    text = "".join(
+        (tree / rel).read_text()
+        for rel in [
+            "docker/compose.yaml",
+            "src/supportlm/docker_plan.py",
+            *(f"docker/{p.name}" for p in DOCKERFILES),
+        ]
+    )
     for ref in want:
         assert ref in text
     assert "supportlm-serve:0.1.0" in text and "supportlm-serve:0.1.0@" not in text  # built here: untouched
-    again = subprocess.run(["bash", str(tree / "scripts/pin_images.sh")], env=env, check=True,
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        ["bash", str(tree / "scripts/pin_images.sh")],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert sorted(again.stdout.split()) == want  # idempotent: a pinned ref is re-pinned, not doubled
-    text = "".join((tree / rel).read_text() for rel in ["docker/compose.yaml", "src/supportlm/docker_plan.py",
-                                                          *(f"docker/{p.name}" for p in DOCKERFILES)])
+    text = "".join(
+        (tree / rel).read_text()
+        for rel in [
+            "docker/compose.yaml",
+            "src/supportlm/docker_plan.py",
+            *(f"docker/{p.name}" for p in DOCKERFILES),
+        ]
+    )
     assert not re.search(r"@sha256:[0-9a-f]{64}@", text)
     env["FAIL"] = next(iter(before))
-    bad = subprocess.run(["bash", str(tree / "scripts/pin_images.sh")], env=env, check=False,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        ["bash", str(tree / "scripts/pin_images.sh")],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and f"cannot pull {env['FAIL']}" in bad.stderr

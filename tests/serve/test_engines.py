@@ -48,7 +48,10 @@ def test_each_engine_kind_serves_the_same_api(kind: str) -> None:
             return locals()
 
     out = run(go())
-    assert out["ready"].status_code == 200 and out["ready"].json() == {"status": "ready", "model": "supportlm"}
+    assert out["ready"].status_code == 200 and out["ready"].json() == {
+        "status": "ready",
+        "model": "supportlm",
+    }
     assert out["plain"].status_code == 200
     assert out["plain"].json()["model"] == "supportlm"  # the gateway's name, whatever the engine calls it
     assert out["plain"].json()["choices"][0]["message"]["content"] == FAKE_REPLY_16
@@ -129,7 +132,7 @@ def test_engine_still_loading_is_503_on_readyz() -> None:
 
 def test_engine_killed_then_restarted(fake_engine_proc: FakeEngineProcess) -> None:
     engine = Engine(fake_engine_proc.url, timeout_s=5)
-    app = build_app(make_settings(engine_health_interval_s=0.2, engine_retry_after_s=3), engine)
+    app = build_app(make_settings(engine={"health_interval_s": 0.2, "retry_after_s": 3}), engine)
     with ServerThread(app) as gw:
         ok = httpx2.post(f"{gw.url}/v1/chat/completions", json=chat_body(), headers=ALICE, timeout=10)
         assert ok.status_code == 200 and httpx2.get(f"{gw.url}/readyz").status_code == 200

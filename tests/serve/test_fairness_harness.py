@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from supportlm.bench.fairness import _phase, _summary
-from supportlm.bench.run import Stack
+from supportlm.bench.stack import Stack
 from supportlm.config import FairnessParams
 from supportlm.serve.app import build_app
 from supportlm.serve.engines import Engine
@@ -33,18 +33,20 @@ def test_summary_counts_cut_streams_for_their_tokens_and_waiting_ones_as_neither
     assert out["statuses"] == {"200": 2, "429": 1, "ReadTimeout": 1, "cut": 1}
 
 
-def test_phase_streams_the_flood_cuts_it_at_the_window_and_keeps_the_polite_schedule(fake_engine_proc: Any) -> None:
+def test_phase_streams_the_flood_cuts_it_at_the_window_and_keeps_the_polite_schedule(
+    fake_engine_proc: Any,
+) -> None:
     # 0.02 s per token from the fake engine, 400-token asks: every abuser stream is still open at the end
     import httpx2
 
     httpx2.post(f"{fake_engine_proc.url}/_control", json={"token_delay": 0.02}, timeout=5)
-    settings = make_settings(limits_max_concurrency=4, limits_max_queue=8, limits_per_key_queue=2)
+    settings = make_settings(limits={"max_concurrency": 4, "max_queue": 8, "per_key_queue": 2})
     app = build_app(settings, Engine(fake_engine_proc.url, timeout_s=30))
     prompts = [[{"role": "user", "content": f"Where is order {i}?"}] for i in range(4)]
     p = FairnessParams(abuser_clients=6, abuser_max_tokens=400, abuser_retry_s=0.1, polite_rps=2.0,
                        polite_max_tokens=8, request_timeout_s=20)  # fmt: skip
     with ServerThread(app) as gw:
-        stack = Stack(gw.url, fake_engine_proc.url, POLITE, 4, {})
+        stack = Stack(gw.url, fake_engine_proc.url, POLITE, 4, settings)
         out = _phase(stack, {"abuser": ABUSER, "polite": POLITE}, prompts, p, True, True, seconds=3.0)
         # the cut streams are cancelled upstream: the engine ends with nothing running
         wait_until(lambda: httpx2.get(f"{fake_engine_proc.url}/_stats", timeout=2).json()["active"] == 0, 5,
@@ -52,7 +54,9 @@ def test_phase_streams_the_flood_cuts_it_at_the_window_and_keeps_the_polite_sche
         stats = httpx2.get(f"{fake_engine_proc.url}/_stats", timeout=2).json()
     abuser, polite = out["abuser"], out["polite"]
     assert polite["requests"] == 6 and polite["ok"] == 6  # 2/s for 3 s, on schedule, all served
-    assert abuser["ok"] >= 1 and abuser["p50_ms"] is None  # streams started; none of 400 tokens finished in 3 s
+    assert (
+        abuser["ok"] >= 1 and abuser["p50_ms"] is None
+    )  # streams started; none of 400 tokens finished in 3 s
     assert stats["cancelled"] >= abuser["ok"]
     # tokens/s is the window's: at most the slots the abuser held x 50 tokens/s, and well above zero
     assert 10 < abuser["tokens_per_s"] <= 4 * 50

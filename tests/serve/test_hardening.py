@@ -53,7 +53,7 @@ def test_a_flooding_key_does_not_get_another_key_refused() -> None:
     fake = create_fake_engine(token_delay=0.02)  # 16 tokens: ~0.32 s per request
 
     async def go() -> tuple[Counter[int], int, float, int]:
-        settings = make_settings(limits_max_concurrency=4, limits_max_queue=8)
+        settings = make_settings(limits={"max_concurrency": 4, "max_queue": 8})
         async with gateway(settings, fake=fake) as c:
             flood = [asyncio.ensure_future(c.post("/v1/chat/completions", json=chat_body(), headers=ALICE))
                      for _ in range(40)]  # fmt: skip
@@ -62,7 +62,12 @@ def test_a_flooding_key_does_not_get_another_key_refused() -> None:
             polite = await c.post("/v1/chat/completions", json=chat_body(), headers=BOB)
             waited = time.perf_counter() - t0
             done = await asyncio.gather(*flood)
-            return Counter(r.status_code for r in done), polite.status_code, waited, fake.state.fake["max_active"]
+            return (
+                Counter(r.status_code for r in done),
+                polite.status_code,
+                waited,
+                fake.state.fake["max_active"],
+            )
 
     flood, polite, waited, max_active = run(go())
     assert polite == 200  # never refused
@@ -75,7 +80,7 @@ def test_while_another_key_is_busy_the_flood_is_held_to_its_share() -> None:
     clock = FakeClock()
 
     async def go() -> int:
-        settings = make_settings(limits_max_concurrency=4, limits_max_queue=32, limits_fair_window_s=60)
+        settings = make_settings(limits={"max_concurrency": 4, "max_queue": 32, "fair_window_s": 60})
         async with gateway(settings, fake=fake, clock=clock) as c:
             await c.post("/v1/chat/completions", json=chat_body(), headers=BOB)  # bob was here a moment ago
             flood = [asyncio.ensure_future(c.post("/v1/chat/completions", json=chat_body(), headers=ALICE))
@@ -90,8 +95,8 @@ def test_while_another_key_is_busy_the_flood_is_held_to_its_share() -> None:
 
 def test_token_budget_charges_max_tokens_up_front_and_refunds_what_was_not_used() -> None:
     clock = FakeClock()  # never advanced: nothing refills, only refunds come back
-    settings = make_settings(limits_max_tokens=64, limits_default_max_tokens=16, limits_token_burst=200,
-                             limits_token_rate_per_s=1.0)  # fmt: skip
+    settings = make_settings(limits={"max_tokens": 64, "default_max_tokens": 16, "token_burst": 200,
+                                     "token_rate_per_s": 1.0})  # fmt: skip
 
     async def short() -> list[int]:
         async with gateway(settings, clock=clock) as c:
@@ -106,14 +111,27 @@ def test_token_budget_charges_max_tokens_up_front_and_refunds_what_was_not_used(
         async with gateway(settings, clock=clock) as c:
             rs = [await c.post("/v1/chat/completions", json=chat_body("__long__", max_tokens=64), headers=ALICE)
                   for _ in range(4)]  # fmt: skip
-            rs.append(await c.post("/v1/chat/completions", json=chat_body("__long__", max_tokens=2), headers=ALICE))
+            rs.append(
+                await c.post("/v1/chat/completions", json=chat_body("__long__", max_tokens=2), headers=ALICE)
+            )
             rs.append(await c.post("/v1/chat/completions", json=chat_body(max_tokens=64), headers=BOB))
             return rs
 
     rs = run(greedy())
-    assert [r.status_code for r in rs] == [200, 200, 200, 429, 200, 200]  # a smaller ask still fits; bob has his own
+    assert [r.status_code for r in rs] == [
+        200,
+        200,
+        200,
+        429,
+        200,
+        200,
+    ]  # a smaller ask still fits; bob has his own
     err = rs[3].json()["error"]
-    assert err["code"] == "token_budget_exceeded" and "max_tokens" in err["message"] and "`alice`" in err["message"]
+    assert (
+        err["code"] == "token_budget_exceeded"
+        and "max_tokens" in err["message"]
+        and "`alice`" in err["message"]
+    )
     assert int(rs[3].headers["retry-after"]) >= 1
 
 
@@ -139,7 +157,7 @@ def test_a_request_whose_client_leaves_while_queued_never_reaches_the_engine(str
     """Old gateway: the request kept its queue place, got the next free slot and ran to its end for nobody
     (a flood that hangs up while queued still cost the engine its full work)."""
     fake = create_fake_engine(token_delay=0.05)  # 16 tokens: 0.8 s per request
-    app, _ = _thread_gateway(fake, limits_max_concurrency=1, limits_max_queue=4)
+    app, _ = _thread_gateway(fake, limits={"max_concurrency": 1, "max_queue": 4})
 
     def send(gw: Any, content: str) -> socket.socket:
         body = json.dumps(chat_body(content, stream=stream)).encode()
@@ -169,8 +187,8 @@ def test_a_stream_stops_when_its_client_is_gone_even_if_sends_still_succeed() ->
     """uvicorn drops writes to a closed connection silently; the stream must end on the disconnect itself.
     Old gateway: the cancel was lost in Python 3.11's wait_for when a send completed at the same moment,
     and the stream ran to its last token."""
-    from supportlm.serve.app import EngineStreamResponse
     from supportlm.serve.logging import RequestContext
+    from supportlm.serve.streaming import EngineStreamResponse
 
     produced: list[int] = []
     closed: list[float] = []
@@ -206,7 +224,7 @@ def test_refusals_are_answered_after_the_refusal_delay_so_a_flood_cannot_spin() 
     fake = create_fake_engine()
 
     async def go() -> tuple[list[tuple[int, float]], float]:
-        settings = make_settings(limits_rate_per_s=0.5, limits_burst=2, limits_refusal_delay_s=0.4)
+        settings = make_settings(limits={"rate_per_s": 0.5, "burst": 2, "refusal_delay_s": 0.4})
         out = []
         async with gateway(settings, fake=fake) as c:
             for _ in range(4):
@@ -230,12 +248,13 @@ def _stats(proc: Any) -> dict[str, Any]:
     return httpx2.get(f"{proc.url}/_stats", timeout=5).json()
 
 
-def test_a_stream_whose_client_stops_reading_ends_and_frees_its_slot(fake_engine_proc: Any,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_a_stream_whose_client_stops_reading_ends_and_frees_its_slot(
+    fake_engine_proc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """40,000 tokens (~6 MB of events, more than the socket buffers hold); the client never reads.
     Without a send timeout the gateway's write blocks for good and the slot stays taken."""
     engine = Engine(fake_engine_proc.url, timeout_s=60)
-    settings = make_settings(limits_max_tokens=40000, limits_token_burst=65536, limits_send_timeout_s=0.5)
+    settings = make_settings(limits={"max_tokens": 40000, "token_burst": 65536, "send_timeout_s": 0.5})
     app = build_app(settings, engine)
     body = json.dumps(chat_body("tell me a lot", max_tokens=40000, stream=True)).encode()
     with caplog.at_level(logging.WARNING, logger="supportlm.serve"), ServerThread(app) as gw:
@@ -255,7 +274,7 @@ def test_a_stream_whose_client_stops_reading_ends_and_frees_its_slot(fake_engine
 
 def test_a_stream_longer_than_max_stream_s_ends(fake_engine_proc: Any) -> None:
     engine = Engine(fake_engine_proc.url, timeout_s=30)
-    app = build_app(make_settings(limits_max_stream_s=0.6), engine)
+    app = build_app(make_settings(limits={"max_stream_s": 0.6}), engine)
     with ServerThread(app) as gw:
         t0 = time.perf_counter()
         with httpx2.stream("POST", f"{gw.url}/v1/chat/completions", json=chat_body("__slow__ talk", stream=True),
@@ -263,9 +282,14 @@ def test_a_stream_longer_than_max_stream_s_ends(fake_engine_proc: Any) -> None:
             events = [line for line in r.iter_lines() if line.startswith("data:")]
         took = time.perf_counter() - t0
         assert r.status_code == 200 and took < 2.5  # 16 tokens x 0.2 s would be 3.2 s
-        assert json.loads(events[-2][5:])["error"]["code"] == "max_stream_duration" and events[-1] == "data: [DONE]"
+        assert (
+            json.loads(events[-2][5:])["error"]["code"] == "max_stream_duration"
+            and events[-1] == "data: [DONE]"
+        )
         assert 1 <= len(events) - 3 < 16  # some tokens came, not all (role chunk + error + [DONE] aside)
-        wait_until(lambda: _stats(fake_engine_proc)["cancelled"] == 1, 3, what="the engine stream to be cancelled")
+        wait_until(
+            lambda: _stats(fake_engine_proc)["cancelled"] == 1, 3, what="the engine stream to be cancelled"
+        )
 
 
 def _partial_headers(port: int) -> socket.socket:
@@ -279,7 +303,7 @@ def test_connection_limit_holds_and_half_sent_headers_are_not_timed_out_by_uvico
     What it does not: a connection that sends half its headers is held (the proxy's client_header_timeout
     must cut it: docs/deployment.md). If uvicorn ever adds a header timeout, this test says so."""
     fake = create_fake_engine()
-    app, settings = _thread_gateway(fake, limits_max_connections=3, limits_keep_alive_s=1.0)
+    app, settings = _thread_gateway(fake, limits={"max_connections": 3, "keep_alive_s": 1.0})
     with ServerThread(app, settings=settings) as gw:
         slow = [_partial_headers(gw.port) for _ in range(3)]
         time.sleep(0.3)
@@ -290,7 +314,9 @@ def test_connection_limit_holds_and_half_sent_headers_are_not_timed_out_by_uvico
             with pytest.raises(TimeoutError):
                 s.recv(1)  # nothing sent, not closed
             s.close()
-        wait_until(lambda: httpx2.get(f"{gw.url}/healthz", timeout=2).status_code == 200, 5, what="capacity back")
+        wait_until(
+            lambda: httpx2.get(f"{gw.url}/healthz", timeout=2).status_code == 200, 5, what="capacity back"
+        )
         # an idle keep-alive connection is closed after keep_alive_s
         idle = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
         idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -357,7 +383,9 @@ def test_no_internal_detail_reaches_a_client(caplog: pytest.LogCaptureFixture) -
 
 def test_failed_authentications_are_throttled_per_address_and_logged_once(tmp_path: Any) -> None:
     log_file = tmp_path / "requests.jsonl"
-    settings = make_settings(limits_auth_fail_burst=3, limits_auth_fail_rate_per_s=0.01, log_file=log_file)
+    settings = make_settings(
+        limits={"auth_fail_burst": 3, "auth_fail_rate_per_s": 0.01}, log={"file": log_file}
+    )
     clock = FakeClock()
 
     async def go() -> list[Any]:
@@ -430,7 +458,7 @@ def test_operator_system_prompt_always_leads() -> None:
 
 def test_generate_caps_prompt_and_system_together() -> None:
     async def go() -> Any:
-        async with gateway(make_settings(limits_max_prompt_chars=100)) as c:
+        async with gateway(make_settings(limits={"max_prompt_chars": 100})) as c:
             body = {"prompt": "p" * 60, "system": "s" * 60}
             return await c.post("/v1/generate", json=body, headers=ALICE)
 
@@ -463,7 +491,9 @@ def test_request_id_must_match_whole() -> None:
     assert REQUEST_ID_RE.fullmatch("abc-123") and not REQUEST_ID_RE.fullmatch("abc\n")
 
     async def go() -> str:
-        app = build_app(make_settings(), Engine("http://x", transport=httpx2.ASGITransport(create_fake_engine())))
+        app = build_app(
+            make_settings(), Engine("http://x", transport=httpx2.ASGITransport(create_fake_engine()))
+        )
         sent: list[dict[str, Any]] = []
         scope = {"type": "http", "method": "GET", "path": "/healthz", "raw_path": b"/healthz", "query_string": b"",
                  "headers": [(b"x-request-id", b"abc\n")], "root_path": "", "scheme": "http",

@@ -67,7 +67,9 @@ def test_good_keys_both_headers() -> None:
     async def go() -> list[int]:
         async with gateway() as c:
             a = await c.post("/v1/chat/completions", json=chat_body(), headers=ALICE)
-            b = await c.post("/v1/chat/completions", json=chat_body(), headers={"X-API-Key": "sk-bob-4567890123"})
+            b = await c.post(
+                "/v1/chat/completions", json=chat_body(), headers={"X-API-Key": "sk-bob-4567890123"}
+            )
             m = await c.get("/v1/models", headers=BOB)
             return [a.status_code, b.status_code, m.status_code]
 
@@ -128,7 +130,11 @@ def test_docs_examples_use_keys_the_gateway_accepts() -> None:
         keys += [(path.name, k) for k in re.findall(r"Bearer ([A-Za-z0-9_\-]+)", text)]
         for spec in re.findall(r"SUPPORTLM_API_KEYS[=:]\s*\"?([A-Za-z0-9][^\s\"]*)", text):
             keys += [(path.name, item.partition(":")[2] or item) for item in spec.split(",")]
-    keys = [(n, k) for n, k in keys if not k.startswith(("$", "<", "...")) and k not in ("...", "id", "key", "wrong")]
+    keys = [
+        (n, k)
+        for n, k in keys
+        if not k.startswith(("$", "<", "...")) and k not in ("...", "id", "key", "wrong")
+    ]
     assert keys, "no example keys found: the pattern above is stale"
     assert [(n, k) for n, k in keys if len(k) < 16] == []
 
@@ -157,7 +163,7 @@ def test_token_bucket_retry_after_is_computed_from_the_bucket() -> None:
 
 def test_100_concurrent_requests_on_a_burst_10_key_give_exactly_90_429s() -> None:
     clock = FakeClock()
-    settings = make_settings(limits_burst=10, limits_rate_per_s=0.001)  # ~0 refill: 1 token / 1000 s
+    settings = make_settings(limits={"burst": 10, "rate_per_s": 0.001})  # ~0 refill: 1 token / 1000 s
 
     async def go() -> tuple[Counter[int], set[str], int, int]:
         async with gateway(settings, clock=clock) as c:
@@ -186,7 +192,7 @@ def test_100_concurrent_requests_on_a_burst_10_key_give_exactly_90_429s() -> Non
 
 def test_429_body() -> None:
     async def go() -> Any:
-        async with gateway(make_settings(limits_burst=1, limits_rate_per_s=0.5), clock=FakeClock()) as c:
+        async with gateway(make_settings(limits={"burst": 1, "rate_per_s": 0.5}), clock=FakeClock()) as c:
             await c.post("/v1/chat/completions", json=chat_body(), headers=ALICE)
             return await c.post("/v1/chat/completions", json=chat_body(), headers=ALICE)
 
@@ -206,7 +212,7 @@ def test_429_body() -> None:
 def test_queue_full_is_503_with_retry_after() -> None:
     """2 running + 2 queued fit; the other 4 of 8 simultaneous requests are turned away at once."""
     fake = create_fake_engine(token_delay=0.02)  # 16 tokens x 20 ms = 0.32 s per request
-    settings = make_settings(limits_max_concurrency=2, limits_max_queue=2)
+    settings = make_settings(limits={"max_concurrency": 2, "max_queue": 2})
 
     async def go() -> tuple[Counter[int], list[Any], int]:
         async with gateway(settings, fake=fake) as c:

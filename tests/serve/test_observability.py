@@ -59,7 +59,7 @@ def test_request_id_round_trip(sent: str | None, echoed: str | None) -> None:
 
 def test_json_log_line_fields(tmp_path: Path) -> None:
     log_file = tmp_path / "logs" / "requests.jsonl"
-    settings = make_settings(log_file=log_file)
+    settings = make_settings(log={"file": log_file})
 
     async def go() -> None:
         async with gateway(settings) as c:
@@ -120,7 +120,7 @@ def test_json_log_line_fields(tmp_path: Path) -> None:
 
 def test_prompt_logging_masks_pii(tmp_path: Path) -> None:
     log_file = tmp_path / "req.jsonl"
-    settings = make_settings(log_file=log_file, log_prompts=True)
+    settings = make_settings(log={"file": log_file, "prompts": True})
     msg = "My email is jane.doe@example.com and card 4111 1111 1111 1111, call +1 415 555 0100"
 
     async def go() -> None:
@@ -161,7 +161,7 @@ def test_json_formatter_one_line_with_exception() -> None:
 
 def test_metrics_after_traffic() -> None:
     async def go() -> str:
-        async with gateway(make_settings(limits_burst=6, limits_rate_per_s=0.0)) as c:
+        async with gateway(make_settings(limits={"burst": 6, "rate_per_s": 0.0})) as c:
             await c.post("/v1/chat/completions", json=chat_body(), headers=ALICE)
             await c.post("/v1/chat/completions", json=chat_body(stream=True), headers=ALICE)
             await c.post("/v1/generate", json={"prompt": "hi"}, headers=ALICE)

@@ -157,7 +157,7 @@ def browser(tmp_path: Path) -> Iterator[CDP]:
 def test_playground_streams_a_reply_and_explains_errors(browser: CDP, tmp_path: Path) -> None:
     fake = FakeEngineProcess(None, "--token-delay", "0.01")  # a real process: real streaming
     engine = Engine(fake.url)
-    app = build_app(make_settings(limits_burst=3, limits_rate_per_s=0.01), engine, clock=FakeClock())
+    app = build_app(make_settings(limits={"burst": 3, "rate_per_s": 0.01}), engine, clock=FakeClock())
     with fake, ServerThread(app) as gw:
         browser.send("Page.navigate", url=f"{gw.url}/playground")
         browser.wait_js(

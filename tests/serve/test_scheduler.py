@@ -145,8 +145,9 @@ def test_a_key_that_sent_recently_still_counts_as_busy():
     clock = Clock()
 
     async def main():
-        s = FairScheduler(max_concurrency=8, max_queue=32, timeout_s=5, per_key_concurrency=8,
-                          fair_window_s=10, clock=clock)
+        s = FairScheduler(
+            max_concurrency=8, max_queue=32, timeout_s=5, per_key_concurrency=8, fair_window_s=10, clock=clock
+        )
         (await s.acquire("polite")).release()  # done already: nothing running or queued for it
         clock.t = 5.0
         assert s.share("flood") == 4
@@ -172,5 +173,90 @@ def test_shared_concurrency_caps_each_key_only_while_others_are_busy():
             slot.release()
         await s.acquire("b")
         assert s.share("a") == 2  # b busy: a may hold 2, not 8 // 2 = 4
+
+    run(main())
+
+
+# ---------------------------------------------------------------- a client leaving while queued (gateway.py)
+
+
+@pytest.mark.parametrize("shed", [False, True], ids=["granted", "shed"])
+def test_a_cancelled_acquire_never_returns_a_slot(shed: bool) -> None:
+    """Gateway.acquire cancels a queued acquire when the client leaves. If the slot was granted (or the
+    waiter shed) just before the cancel took effect, the acquire still ends cancelled (or Overloaded), never
+    with a Slot: a granted slot is handed on by the scheduler itself. So a caller that cancelled it never
+    holds a Slot to release (the branch Gateway.acquire once had for that was unreachable)."""
+
+    async def main() -> None:
+        s = FairScheduler(max_concurrency=1, max_queue=2, timeout_s=5, per_key_queue=2)
+        held = await s.acquire("a")
+        first = asyncio.ensure_future(s.acquire("b"))
+        b = asyncio.ensure_future(s.acquire("b"))
+        await asyncio.sleep(0)
+        assert s.waiting == 2
+        if shed:  # the queue is full: a newcomer pushes out b's newest waiter (b has the most waiting) ...
+            c = asyncio.ensure_future(s.acquire("c"))
+            await asyncio.sleep(0)
+        else:  # ... or a's slot goes to b's first waiter; then that one's slot to b
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+            held.release()  # b's future holds the grant; b's task has not run yet
+        b.cancel()  # the client left in the same loop turn
+        (outcome,) = await asyncio.gather(b, return_exceptions=True)
+        if shed:
+            assert isinstance(outcome, Overloaded) and outcome.code == "queue_full"
+            for task in (first, c):
+                task.cancel()
+            await asyncio.gather(first, c, return_exceptions=True)
+            held.release()
+        else:
+            assert b.cancelled()
+        await asyncio.sleep(0)
+        assert s.active == 0 and s.waiting == 0 and not s.active_by_key  # the grant was handed on, not leaked
+
+    run(main())
+
+
+def test_unless_client_leaves_cancels_the_work_when_the_client_goes_first() -> None:
+    from supportlm.serve.gateway import unless_client_leaves
+    from supportlm.serve.logging import RequestContext
+
+    async def main() -> None:
+        cancelled = asyncio.Event()
+
+        async def forever() -> str:
+            try:
+                await asyncio.sleep(60)
+            finally:
+                cancelled.set()
+            return "never"
+
+        async def gone() -> dict:
+            return {"type": "http.disconnect"}
+
+        async def stays() -> dict:
+            await asyncio.sleep(60)
+            return {"type": "http.disconnect"}
+
+        ctx = RequestContext("rid", "POST", "/v1/chat/completions")
+        assert await unless_client_leaves(ctx, gone, forever()) is None
+        assert ctx.client_disconnected and cancelled.is_set()  # cancelled and awaited: its clean-up ran
+
+        async def quick() -> str:
+            return "reply"
+
+        ctx = RequestContext("rid", "POST", "/v1/chat/completions")
+        assert await unless_client_leaves(ctx, stays, quick()) == "reply" and not ctx.client_disconnected
+        with pytest.raises(Overloaded):  # the work's exception is the caller's
+            await unless_client_leaves(ctx, stays, s_raise())
+        cancelled.clear()
+        outer = asyncio.ensure_future(unless_client_leaves(ctx, stays, forever()))
+        await asyncio.sleep(0.01)
+        outer.cancel()  # the request itself is cancelled (server shutdown): the work goes too
+        await asyncio.gather(outer, return_exceptions=True)
+        await asyncio.wait_for(cancelled.wait(), 1)
+
+    async def s_raise() -> None:
+        raise Overloaded("full", code="queue_full")
 
     run(main())

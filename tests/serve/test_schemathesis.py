@@ -21,7 +21,7 @@ from .fake_engine import create_app as create_fake_engine
 
 _fake = create_fake_engine()
 _engine = Engine("http://fake-engine", transport=httpx2.ASGITransport(_fake))
-app = build_app(make_settings(limits_burst=100_000, limits_rate_per_s=100_000.0), _engine)
+app = build_app(make_settings(limits={"burst": 100_000, "rate_per_s": 100_000.0}), _engine)
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

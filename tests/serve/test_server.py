@@ -1,4 +1,4 @@
-"""serve(): settings, the engine command, and the real process lifecycle (start, supervise, drain)."""
+"""serve(): the engine command and the real process lifecycle (start, supervise, drain); settings: test_settings.py."""
 
 from __future__ import annotations
 
@@ -10,88 +10,27 @@ import time
 from pathlib import Path
 
 import httpx2
-import pytest
 
-from supportlm.config import ServeParams
-from supportlm.errors import ConfigError
 from supportlm.serve.server import engine_command
-from supportlm.serve.settings import (
-    ServeSettings,
-    bundled_model_path,
-    flatten_params,
-    load_settings,
-    resolve_model,
-)
+from supportlm.serve.settings import load_settings
 
 from .conftest import ALICE, FAKE_ENGINE, KEYS, ROOT, chat_body, free_port, wait_until
-
-
-def test_every_params_key_has_a_settings_field() -> None:
-    flat = flatten_params(ServeParams())
-    assert set(flat) <= set(ServeSettings.model_fields)
-    # and the defaults agree, so params.yaml without a serve block changes nothing
-    defaults = ServeSettings(api_keys="k")
-    for key, value in flat.items():
-        assert str(getattr(defaults, key)) == str(value), key
-
-
-def test_from_params_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
-    params = ServeParams.model_validate({"port": 9000, "limits": {"burst": 5}, "llama": {"parallel": 2}})
-    monkeypatch.setenv("SUPPORTLM_LIMITS_BURST", "50")
-    monkeypatch.setenv("SUPPORTLM_API_KEYS", "a:b")
-    s = ServeSettings.from_params(params, host="0.0.0.0")
-    assert (s.port, s.limits_burst, s.llama_parallel, s.host) == (9000, 50, 2, "0.0.0.0")
-    assert s.api_keys is not None and s.api_keys.get_secret_value() == "a:b"
-    assert "a:b" not in repr(s)  # secrets stay hidden
-
-
-def test_bad_env_is_a_config_error_that_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SUPPORTLM_LIMITS_BURST", "lots")
-    monkeypatch.setenv("SUPPORTLM_API_KEYS", "id:sk-very-secret")
-    monkeypatch.setenv("SUPPORTLM_ENGINE_KIND", "tgi")
-    with pytest.raises(ConfigError) as exc:
-        load_settings()
-    text = str(exc.value)
-    assert "SUPPORTLM_LIMITS_BURST: Input should be a valid integer" in text and "'lots'" in text
-    monkeypatch.setenv("SUPPORTLM_LIMITS_BURST", "5")
-    with pytest.raises(ConfigError) as exc:
-        load_settings()
-    assert "engine_kind=tgi needs SUPPORTLM_ENGINE_URL" in str(exc.value)
-    assert "sk-very-secret" not in str(exc.value)
-
-
-def test_settings_reject_bad_combinations() -> None:
-    with pytest.raises(ValueError, match="SUPPORTLM_ENGINE_URL"):
-        ServeSettings(engine_kind="tgi")
-    with pytest.raises(ValueError, match="limits_default_max_tokens"):
-        ServeSettings(limits_default_max_tokens=4096)
-    s = ServeSettings(engine_kind="vllm", engine_url="http://gpu-box:8000/")
-    assert not s.manages_engine and s.engine_base_url == "http://gpu-box:8000"
-
-
-def test_model_falls_back_to_the_bundled_gguf(tmp_path: Path) -> None:
-    bundled = bundled_model_path()
-    assert bundled is not None and bundled.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    missing = ServeSettings(model_path=tmp_path / "nope.gguf")
-    assert resolve_model(missing) == (bundled, "bundled")
-    real = tmp_path / "model-q4_k_m.gguf"
-    real.write_bytes(b"GGUF")
-    assert resolve_model(ServeSettings(model_path=real)) == (real, "configured")
-    with pytest.raises(ConfigError, match="model not found"):
-        resolve_model(ServeSettings(model_path=tmp_path / "nope.gguf", model_fallback_bundled=False))
 
 
 def test_llama_server_command(tmp_path: Path) -> None:
     binary = tmp_path / "llama-server"
     binary.write_text("#!/bin/sh\n")
-    s = ServeSettings(
-        llama_server_bin=binary,
-        llama_parallel=8,
-        llama_ctx_size=1024,
-        llama_threads=2,
-        llama_batch_size=256,
-        llama_ubatch_size=128,
-        llama_extra_args=["--flash-attn", "auto"],
+    s = load_settings(
+        env={},
+        llama={
+            "server_bin": binary,
+            "parallel": 8,
+            "ctx_size": 1024,
+            "threads": 2,
+            "batch_size": 256,
+            "ubatch_size": 128,
+            "extra_args": ["--flash-attn", "auto"],
+        },
     )
     cmd = engine_command(s, Path("/models/m.gguf"))
     assert cmd[0] == str(binary)
@@ -109,8 +48,8 @@ def test_llama_server_command(tmp_path: Path) -> None:
         "--flash-attn auto",
     ):
         assert part in joined
-    custom = ServeSettings(
-        engine_cmd="vllm serve {model} --port {port} --max-num-seqs {parallel}", engine_port=9
+    custom = load_settings(
+        env={}, engine={"cmd": "vllm serve {model} --port {port} --max-num-seqs {parallel}", "port": 9}
     )
     assert engine_command(custom, Path("m")) == ["vllm", "serve", "m", "--port", "9", "--max-num-seqs", "4"]
 
@@ -231,8 +170,9 @@ def test_engine_that_dies_of_sigill_at_start_is_a_clear_error(tmp_path: Path) ->
     proc = subprocess.run([sys.executable, "-m", "supportlm.serve.server"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert proc.returncode == 5
-    assert "killed by SIGILL (illegal instruction: the build uses CPU instructions this machine cannot run)" in (
-        proc.stderr
+    assert (
+        "killed by SIGILL (illegal instruction: the build uses CPU instructions this machine cannot run)"
+        in (proc.stderr)
     )
     assert "Fix: rebuild for this CPU with `make llama-tools`" in proc.stderr
 

@@ -137,7 +137,7 @@ def test_newlines_and_tabs_are_fine() -> None:
 
 
 def test_body_over_the_limit_is_413_by_content_length() -> None:
-    settings = make_settings(limits_max_body_bytes=4096)
+    settings = make_settings(limits={"max_body_bytes": 4096})
     r = run(_post(chat_body("x" * 10_000), settings=settings))
     assert r.status_code == 413
     err = error_of(r)
@@ -151,7 +151,7 @@ def test_body_over_the_limit_is_413_when_streamed_without_content_length() -> No
         yield json.dumps(chat_body()).encode()
 
     async def go() -> httpx2.Response:
-        async with gateway(make_settings(limits_max_body_bytes=8192)) as c:
+        async with gateway(make_settings(limits={"max_body_bytes": 8192})) as c:
             return await c.post("/v1/chat/completions", content=chunks(), headers=JSON_ALICE)
 
     r = run(go())
@@ -176,7 +176,7 @@ def test_huge_prompt_is_never_echoed_back() -> None:
     r = run(
         _post(
             {"messages": [{"role": blob, "content": "hi"}]},
-            settings=make_settings(limits_max_body_bytes=1024 * 1024),
+            settings=make_settings(limits={"max_body_bytes": 1024 * 1024}),
         )
     )
     assert r.status_code == 422

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from supportlm.bench.bandwidth import bound_table, decode_bound
-from supportlm.bench.run import build_prompts, build_targets, parse_locust_stats, percentile, render_markdown
+from supportlm.bench.inputs import build_prompts
+from supportlm.bench.locust import parse_locust_stats, percentile
+from supportlm.bench.report import render_markdown
+from supportlm.bench.targets import build_targets
 from supportlm.config import BenchParams, BenchTargets
 
 T0 = 1_800_000_000.0  # test start (epoch seconds)
@@ -205,15 +207,6 @@ def test_render_markdown_has_every_section(tmp_path: Path) -> None:
         assert heading in md
     assert "![latency](plots/bench/latency.png)" in md and "**missed**" in md
     assert "Failed requests by cause: q4_k_m gateway 1 user: HTTP 503 x1." in md
-
-
-def test_bench_block_is_read_from_root_params_or_defaults() -> None:
-    from supportlm.config import stage_block
-
-    p = BenchParams(level_seconds=5)
-    assert stage_block(SimpleNamespace(bench=p), "bench", BenchParams) is p
-    assert stage_block(SimpleNamespace(), "bench", BenchParams) == BenchParams()
-    assert stage_block(p, "bench", BenchParams) is p
 
 
 def test_read_bandwidth_reports_the_best_thread_count():

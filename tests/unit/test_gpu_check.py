@@ -17,15 +17,19 @@ import signal
 import pytest
 import torch
 
-from supportlm import gpu_check as g
 from supportlm.errors import ConfigError
+from supportlm.gpu_check.check import run_check
+from supportlm.gpu_check.cli import parse_args
+from supportlm.gpu_check.config import CheckConfig
+from supportlm.gpu_check.runner import Run, run_step
+from supportlm.gpu_check.synthetic import build_tokenizer, synthetic_messages
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu_check")
-    cfg = g.CheckConfig.tiny(out_dir=root / "reports", work_dir=root / "work")
-    return cfg, g.run_check(cfg), root / "reports"
+    cfg = CheckConfig.tiny(out_dir=root / "reports", work_dir=root / "work")
+    return cfg, run_check(cfg), root / "reports"
 
 
 def test_every_step_passes_and_the_report_has_the_design_keys(tiny):
@@ -101,11 +105,11 @@ def test_full_depth_builds_the_deeper_model_and_trains_it(tiny):
 
 
 def test_a_failing_step_is_recorded_and_the_others_still_run(tmp_path):
-    run = g.Run(cfg=g.CheckConfig.tiny(), work=tmp_path, cuda=False, info={})
-    g.run_step(run, "boom", lambda r: {"x": 1 / 0})
-    g.run_step(run, "after", lambda r: {"x": 1})
-    g.run_step(run, "needs_boom", lambda r: {"x": 2}, needs=("boom",))
-    g.run_step(run, "check_failed", lambda r: {"failed": "numbers off"})
+    run = Run(cfg=CheckConfig.tiny(), work=tmp_path, cuda=False, info={})
+    run_step(run, "boom", lambda r: {"x": 1 / 0})
+    run_step(run, "after", lambda r: {"x": 1})
+    run_step(run, "needs_boom", lambda r: {"x": 2}, needs=("boom",))
+    run_step(run, "check_failed", lambda r: {"failed": "numbers off"})
     s = run.steps
     assert not s["boom"]["ok"] and s["boom"]["error"].startswith("ZeroDivisionError")
     assert s["after"]["ok"] and run.results["after"] == {"x": 1}
@@ -114,9 +118,9 @@ def test_a_failing_step_is_recorded_and_the_others_still_run(tmp_path):
 
 
 def test_tokenizer_has_the_config_vocab_and_prefix_stable_chat_template():
-    tok = g.build_tokenizer(512)
+    tok = build_tokenizer(512)
     assert len(tok) == 512 and tok.eos_token == tok.pad_token == "<|im_end|>"
-    msgs = g.synthetic_messages(random.Random(0), 500, 6, 9)
+    msgs = synthetic_messages(random.Random(0), 500, 6, 9)
 
     def ids(x):
         return list(x["input_ids"]) if hasattr(x, "keys") else list(x)
@@ -128,9 +132,9 @@ def test_tokenizer_has_the_config_vocab_and_prefix_stable_chat_template():
 
 
 def test_cli_overrides_and_the_cpu_guard():
-    cfg, _ = g.parse_args(["--tiny", "--steps", "3", "--kv-heads", "1"])
+    cfg, _ = parse_args(["--tiny", "--steps", "3", "--kv-heads", "1"])
     assert (cfg.shape, cfg.steps, cfg.kv_heads, cfg.threads) == ("tiny", 3, 1, 1)
-    cfg, _ = g.parse_args(["--shape", "llama2-7b", "--layers", "2"])
+    cfg, _ = parse_args(["--shape", "llama2-7b", "--layers", "2"])
     assert cfg.dims(cfg.layers) | {"arch": "llama"} == {
         "arch": "llama", "hidden": 4096, "intermediate": 11008, "heads": 32, "kv_heads": 32, "vocab": 32000, "layers": 2
     }
@@ -138,4 +142,4 @@ def test_cli_overrides_and_the_cpu_guard():
 
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="needs a CUDA GPU"):
-            g.run_check(g.CheckConfig())
+            run_check(CheckConfig())

@@ -113,15 +113,15 @@ def test_missing_adapter_is_a_clear_error(base_and_adapter, tmp_path):
 
 
 def test_run_merge_uses_project_layout(base_and_adapter, tmp_path):
-    """The stage runner reads models/base + models/adapter under paths.root; MergeParams passed directly."""
+    """The stage runner reads models/base + models/adapter under paths.root."""
     import shutil
 
-    from supportlm.config import MergeParams
     from supportlm.paths import Paths
+    from tests.stage_params import project_params
 
     base, adapter = base_and_adapter
     shutil.copytree(base, tmp_path / "models" / "base")
     shutil.copytree(adapter, tmp_path / "models" / "adapter")
-    info = run_merge(MergeParams(), Paths(root=tmp_path))
+    info = run_merge(project_params(), Paths(root=tmp_path))
     assert (tmp_path / "models" / "merged" / "model.safetensors").is_file()
     assert info["parameters"] > 0

@@ -23,6 +23,7 @@ from model_utils import tiny_model_dir
 from supportlm.evaluate import checks as chk
 from supportlm.evaluate import metrics as m
 from supportlm.evaluate.inputs import stratified_sample
+from supportlm.train.batching import IGNORE_INDEX
 
 # ---------------------------------------------------------------- BLEU / ROUGE
 
@@ -69,7 +70,7 @@ def test_rouge_is_mean_over_rows():
 @pytest.mark.parametrize("vocab", [2, 7, 49152])
 def test_uniform_distribution_perplexity_is_vocab_size(vocab):
     logits = torch.zeros(1, 5, vocab)  # (B, T, V) uniform
-    labels = torch.tensor([[m.IGNORE, 1, 1, 0, 1]])  # first token is the prompt
+    labels = torch.tensor([[IGNORE_INDEX, 1, 1, 0, 1]])  # first token is the prompt
     nll, n = m.nll_from_logits(logits, labels)
     assert n == 4
     assert m.perplexity(nll, n) == pytest.approx(vocab, rel=1e-5)
@@ -78,7 +79,7 @@ def test_uniform_distribution_perplexity_is_vocab_size(vocab):
 def test_nll_hand_computed_and_masked():
     # vocab 2; position 0 predicts token at 1 with p = 3/4 (logits 0, ln 3); position 1 is masked out
     logits = torch.tensor([[[0.0, math.log(3.0)], [5.0, -5.0], [0.0, 0.0]]])
-    labels = torch.tensor([[0, 1, m.IGNORE]])
+    labels = torch.tensor([[0, 1, IGNORE_INDEX]])
     nll, n = m.nll_from_logits(logits, labels)
     assert n == 1
     assert nll == pytest.approx(-math.log(3 / 4), rel=1e-6)
@@ -122,7 +123,7 @@ def test_reply_nll_matches_transformers_loss(tiny):
     for ex, (nll, n) in zip(examples, got, strict=True):
         p, r = m.prompt_ids(tok, ex.prompt), m.reply_ids(tok, ex.reference)
         ids = torch.tensor([p + r])
-        labels = torch.tensor([[m.IGNORE] * len(p) + r])
+        labels = torch.tensor([[IGNORE_INDEX] * len(p) + r])
         with torch.no_grad():
             loss = model(input_ids=ids, labels=labels).loss  # mean over reply tokens
         assert n == len(r)

@@ -160,7 +160,7 @@ def test_preset_resolves_formats_trains_and_merges(name, fake_hub, tmp_path, mon
     recipe.setup()
     result = recipe.train()
     assert result.steps == 2 and torch.isfinite(torch.tensor(result.best_val_loss))
-    from supportlm.train.trainer import AUTO_TARGETS
+    from supportlm.train.lora_model import AUTO_TARGETS
 
     assert sorted(recipe.target_modules) == sorted(AUTO_TARGETS[preset.model_type])
     adapter = recipe.export_adapter(root / "models" / "adapter")

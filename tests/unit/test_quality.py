@@ -9,7 +9,9 @@ import re
 import pytest
 
 from supportlm.config import QualityParams
-from supportlm.data.quality import PLOT_FILES, PLOTS_SUBDIR, build_quality_report, js_distance
+from supportlm.data.quality import build_quality_report
+from supportlm.data.quality_metrics import js_distance
+from supportlm.data.quality_plots import PLOT_FILES, PLOTS_SUBDIR
 
 TOP_KEYS = {
     "completeness",

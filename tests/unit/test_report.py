@@ -12,12 +12,14 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from supportlm.config import ReportParams
-from supportlm.report import collect_targets, run_report
+from supportlm.paths import Paths
+from supportlm.report.run import run_report
+from supportlm.report.targets import collect_targets
+from tests.stage_params import project_params
 
 
 def tiny_png(width: int = 4, height: int = 3) -> bytes:
@@ -110,7 +112,7 @@ def make_reports(root: Path, *, skip: tuple[str, ...] = ()) -> Path:
 
 
 def render(root: Path, **kw: object) -> dict:
-    return run_report(ReportParams(**kw), SimpleNamespace(reports=root / "reports", root=root))
+    return run_report(project_params(report=ReportParams(**kw)), Paths(root=root))
 
 
 SECTIONS = ("Targets", "Data quality", "Training", "Hyperparameter sweep", "Evaluation", "Human evaluation",

@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from supportlm.config import CleanParams, SplitParams
+from supportlm.config import DedupParams, SplitParams
 from supportlm.data.schema import Message, Record
 from supportlm.data.split import split
 
@@ -37,7 +37,7 @@ def corpus():
 
 
 def test_ratios_stratification_and_no_leaks():
-    out, rep = split(corpus(), SplitParams(seed=3), CleanParams())
+    out, rep = split(corpus(), SplitParams(seed=3), DedupParams())
     assert sum(rep["counts"].values()) == 210
     assert rep["leaked_groups"] == 0 and rep["conversations_crossing"] == 0
     for name, share in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
@@ -51,8 +51,8 @@ def test_ratios_stratification_and_no_leaks():
 
 
 def test_seed_changes_assignment_but_is_deterministic():
-    a, _ = split(corpus(), SplitParams(seed=1), CleanParams())
-    b, _ = split(corpus(), SplitParams(seed=1), CleanParams())
-    c, _ = split(corpus(), SplitParams(seed=7), CleanParams())
+    a, _ = split(corpus(), SplitParams(seed=1), DedupParams())
+    b, _ = split(corpus(), SplitParams(seed=1), DedupParams())
+    c, _ = split(corpus(), SplitParams(seed=7), DedupParams())
     ids = lambda o: [r.id for r in o["test"]]
     assert ids(a) == ids(b) and ids(a) != ids(c)

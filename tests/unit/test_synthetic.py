@@ -22,12 +22,9 @@ from pydantic import ValidationError
 
 from supportlm.config import DEFECT_TYPES, DefectRates
 from supportlm.data.schema import CATEGORIES, INTENT_TO_CATEGORY, INTENTS, Record
-from supportlm.data.synthetic import (
-    DEFAULT_KINDS,
-    REGISTERS,
-    generate,
-    mojibake,
-)
+from supportlm.data.synthetic import DEFAULT_KINDS, generate
+from supportlm.data.synthetic_defects import mojibake
+from supportlm.data.synthetic_text import REGISTERS
 
 N = 12_000
 SEED = 7

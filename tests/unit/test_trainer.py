@@ -265,7 +265,7 @@ def test_auto_target_modules_per_architecture(config_cls, expected):
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from supportlm.train.trainer import resolve_target_modules
+    from supportlm.train.lora_model import resolve_target_modules
 
     small = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
              "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16, "n_embd": 32, "n_layer": 1,

@@ -30,17 +30,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
-from supportlm.bench.run import (
-    Stack,
-    _say,
-    bench_settings,
-    build_prompts,
-    hardware_info,
-    serving_stack,
-    warm_up,
-)
+from supportlm.bench.console import say
+from supportlm.bench.inputs import build_prompts, resolve_variants
+from supportlm.bench.stack import Stack, bench_settings, serving_stack, warm_up
+from supportlm.bench.targets import hardware_info
+from supportlm.config import Params
+from supportlm.paths import Paths
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -211,36 +206,28 @@ def _stack_settings(serve_p: Any, model: Path, threads: int | None, slot_dir: Pa
     gateway before the defence (unfair): the same request rate per key and refusal delay, but no per-key
     slot or queue caps and no token budget. Both refuse the flood's excess requests at the same rate, so the difference
     between them is the per-key caps, not the cost of refusing."""
-    s = bench_settings(serve_p, model, threads=threads, slot_dir=slot_dir, max_level=0)
-    limits = {f"limits_{k}": v for k, v in serve_p.limits.model_dump().items()}
-    limits.pop("limits_redis_url", None)
-    limits["limits_backend"] = "memory"
+    limits = {**serve_p.limits.model_dump(), "backend": "memory"}
     if not fair:
-        limits |= {"limits_per_key_concurrency": None, "limits_per_key_queue": serve_p.limits.max_queue,
-                   "limits_fair_window_s": 0.0, "limits_shared_concurrency": None,
-                   "limits_token_rate_per_s": None}  # fmt: skip
+        limits |= {"per_key_concurrency": None, "per_key_queue": serve_p.limits.max_queue, "fair_window_s": 0.0,
+                   "shared_concurrency": None, "token_rate_per_s": None}  # fmt: skip
     keys_spec = ",".join(f"{name}:{key}" for name, key in keys.items())
-    return s.model_copy(update={**limits, "api_keys": SecretStr(keys_spec)})
+    return bench_settings(serve_p, model, threads=threads, slot_dir=slot_dir, max_level=0, limits=limits,
+                          api_keys=keys_spec)  # fmt: skip
 
 
-def run_fairness(params: Any, paths: Any) -> dict[str, Any]:
-    """Stage runner: the phases of the module docstring -> reports/fairness.json (+ .md, plot)."""
+def run_fairness(params: Params, paths: Paths) -> dict[str, Any]:
+    """The fairness stage: reads params.fairness, params.serve and bench.{primary,prompts,seed,threads}."""
     import secrets
 
-    from supportlm.bench.run import resolve_variants
-    from supportlm.config import BenchParams, FairnessParams, ServeParams, stage_block
-    from supportlm.lineage import git_sha, params_hash, write_json
+    from supportlm.io import write_json
+    from supportlm.lineage import git_sha, params_hash
     from supportlm.serve.settings import default_threads
 
-    bench_p = stage_block(params, "bench", BenchParams)
-    p = stage_block(params, "fairness", FairnessParams)
-    serve_p = stage_block(params, "serve", ServeParams)
-    root = Path(getattr(paths, "root", Path(".")))
-    reports = Path(paths.reports)
-    variants, source = resolve_variants(bench_p, Path(getattr(paths, "gguf", root / "models" / "gguf")))
+    bench_p, p, serve_p = params.bench, params.fairness, params.serve
+    reports = paths.reports
+    variants, source = resolve_variants(bench_p, paths.gguf)
     model = variants[bench_p.primary].path
-    prompts = build_prompts(Path(getattr(paths, "formatted", root / "data" / "formatted")) / "test.jsonl",
-                            bench_p.prompts, bench_p.seed)  # fmt: skip
+    prompts = build_prompts(paths.formatted / "test.jsonl", bench_p.prompts, bench_p.seed)
     threads = bench_p.threads or serve_p.llama.threads or default_threads()
     keys = {
         "abuser": "sk-abuser-" + secrets.token_urlsafe(16),
@@ -261,18 +248,18 @@ def run_fairness(params: Any, paths: Any) -> dict[str, Any]:
                 plan += [("abuser_alone", True, False), ("abuser_and_polite", True, True)]
                 for phase, abuser, polite in plan:
                     seconds = p.seconds if polite else p.short_seconds
-                    _say(f"fairness: {stack_name} / {phase} ({seconds:g} s)")
+                    say(f"fairness: {stack_name} / {phase} ({seconds:g} s)")
                     phases[f"{stack_name}/{phase}"] = _phase(stack, keys, prompts, p, abuser, polite, seconds)
-                    _say(
+                    say(
                         f"  {json.dumps({k: v for k, v in phases[f'{stack_name}/{phase}'].items() if k != 'wall_s'})}"
                     )
                     # let the engine finish what the flood left running, and let every key's fair window pass
-                    time.sleep(2 + settings.limits_fair_window_s)
+                    time.sleep(2 + settings.limits.fair_window_s)
     result = summarize(phases, p, serve_p)
     result |= {
         "model": bench_p.primary, "model_source": source, "seconds": round(time.perf_counter() - t_start, 1),
         "hardware": hardware_info(threads, serve_p.llama.parallel, load_before),
-        "params_hash": params_hash(p), "git_sha": git_sha(),
+        "params_hash": params_hash(p), "git_sha": git_sha(paths.root),
     }  # fmt: skip
     result["plots"] = [str(x) for x in plot(result, reports / "plots" / "fairness")]
     write_json(reports / "fairness.json", result)

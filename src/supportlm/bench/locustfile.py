@@ -3,7 +3,7 @@
     locust -f src/supportlm/bench/locustfile.py --headless -u 4 -r 4 -t 20s \
         --host http://127.0.0.1:8000 --json-file /tmp/level StreamingUser NonStreamingUser
 
-`supportlm.bench.run` starts it once per (target, concurrency) level; configuration comes from env vars
+`supportlm.bench.locust.run_locust` starts it once per (target, concurrency) level; configuration comes from env vars
 because Locust owns the command line:
 
 - `SUPPORTLM_BENCH_PROMPTS`: JSONL, one `{"messages": [...]}` per line (the test split's conversations up
@@ -14,7 +14,7 @@ because Locust owns the command line:
   `SUPPORTLM_BENCH_PATH` (/v1/chat/completions), `SUPPORTLM_BENCH_TIMEOUT_S` (300).
 
 Users never wait between requests (closed loop: concurrency = users). What each request records in
-Locust's stats (and so in `--json-file`), parsed by `supportlm.bench.run.parse_locust_stats`:
+Locust's stats (and so in `--json-file`), parsed by `supportlm.bench.locust.parse_locust_stats`:
 
 | request_type | name          | response_time               | response_length     |
 |--------------|---------------|-----------------------------|---------------------|

@@ -21,9 +21,13 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from supportlm.config import CleanParams
+from supportlm.config import CleanParams, Params
 from supportlm.data import dedup, text
 from supportlm.data.schema import INTENT_TO_CATEGORY, Record
+from supportlm.errors import DataError
+from supportlm.io import read_rows, write_json, write_jsonl
+from supportlm.lineage import params_hash, peak_rss_mb
+from supportlm.paths import Paths
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
@@ -224,3 +228,33 @@ def clean(
         "seconds": {k: round(v, 3) for k, v in timings.items()} | {"total": round(time.perf_counter() - t0, 3)},
     }
     return res
+
+
+def token_counter(paths: Paths, use_tokenizer: bool = True) -> TokenCounter:
+    """The base model's tokenizer as a batch token counter (whitespace words when use_tokenizer is off)."""
+    if not use_tokenizer:
+        return whitespace_token_counter
+    from supportlm.tokenizer import load_tokenizer
+
+    if not paths.base_model.exists():
+        raise DataError(f"{paths.base_model}: missing input; run `dvc repro base_model` first")
+    return hf_token_counter(load_tokenizer(paths.base_model))
+
+
+def run_clean(params: Params, paths: Paths, use_tokenizer: bool = True, progress: bool = True) -> dict[str, Any]:
+    """The clean stage: data/raw/records.jsonl -> data/interim/{clean,quarantine,changes,label_issues}.jsonl."""
+    t0 = time.perf_counter()
+    rows = read_rows(paths.raw / "records.jsonl", "ingest")
+    res = clean(rows, params.clean, token_counter(paths, use_tokenizer), progress=progress)
+    write_jsonl(paths.interim / "clean.jsonl", res.kept)
+    write_jsonl(paths.interim / "quarantine.jsonl", res.quarantine)
+    write_jsonl(paths.interim / "changes.jsonl", res.changes)
+    write_jsonl(paths.interim / "label_issues.jsonl", res.label_issues)
+    report = res.report | {
+        "params_hash": params_hash(params.clean),
+        "stage_seconds": round(time.perf_counter() - t0, 3),
+        "rows_per_s": round(len(rows) / max(1e-9, time.perf_counter() - t0), 1),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    write_json(paths.reports / "clean.json", report)
+    return report

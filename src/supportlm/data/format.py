@@ -12,8 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from supportlm.config import FormatParams
-from supportlm.data.schema import Record
+from supportlm.config import FormatParams, Params
+from supportlm.data.schema import Record, read_records
+from supportlm.errors import DataError
+from supportlm.io import write_json, write_jsonl
+from supportlm.lineage import params_hash
+from supportlm.paths import Paths
 
 
 def to_chat(rec: Record, system_prompt: str) -> list[dict[str, str]]:
@@ -83,3 +87,21 @@ def length_stats(lengths: list[int], assistant: list[int], max_length: int) -> d
         # what a naive batcher pads to: every row padded to max_length
         "padding_waste_at_max_length": round(float(1 - clipped.sum() / (max_length * arr.size)), 4),
     }
+
+
+def run_format(params: Params, paths: Paths) -> dict[str, Any]:
+    """The format stage: data/processed/*.jsonl -> chat-template token ids in data/formatted/*.jsonl."""
+    from supportlm.tokenizer import load_tokenizer
+
+    if not paths.base_model.exists():
+        raise DataError(f"{paths.base_model}: missing input; run `dvc repro base_model` first")
+    tokenizer = load_tokenizer(paths.base_model)
+    report: dict[str, Any] = {"params_hash": params_hash(params.format), "splits": {}}
+    for name in ("train", "val", "test"):
+        records = read_records(paths.processed / f"{name}.jsonl", "split")
+        rows, stats = format_split(records, tokenizer, params.format)
+        write_jsonl(paths.formatted / f"{name}.jsonl", rows)
+        report["splits"][name] = stats
+    report["chat_template_source"] = str(paths.base_model / "chat_template.jinja")
+    write_json(paths.reports / "format.json", report)
+    return report

@@ -7,10 +7,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from supportlm.config import IngestParams
+from supportlm.config import IngestParams, Params
 from supportlm.data.schema import Record
 from supportlm.data.sources import load_source
 from supportlm.errors import DataError
+from supportlm.io import write_json, write_jsonl
+from supportlm.lineage import params_hash, peak_rss_mb
+from supportlm.paths import Paths
 
 
 def ingest(p: IngestParams, base_dir: Path) -> tuple[list[Record], list[dict], list[dict], dict[str, Any]]:
@@ -41,3 +44,14 @@ def ingest(p: IngestParams, base_dir: Path) -> tuple[list[Record], list[dict], l
         "seconds": round(time.perf_counter() - t0, 3),
     }
     return records, rejected, defects, report
+
+
+def run_ingest(params: Params, paths: Paths, base_dir: Path | None = None) -> dict[str, Any]:
+    """The ingest stage: params.ingest.sources -> data/raw/{records,rejected,defects}.jsonl + reports/ingest.json."""
+    records, rejected, defects, report = ingest(params.ingest, base_dir or paths.root)
+    write_jsonl(paths.raw / "records.jsonl", records)
+    write_jsonl(paths.raw / "rejected.jsonl", rejected)
+    write_jsonl(paths.raw / "defects.jsonl", defects)
+    report |= {"params_hash": params_hash(params.ingest), "peak_rss_mb": peak_rss_mb()}
+    write_json(paths.reports / "ingest.json", report)
+    return report

@@ -21,13 +21,17 @@ from typing import Any
 import yaml
 
 from supportlm.config import load_params, parse_params
-from supportlm.lineage import git_sha, peak_rss_mb, write_json
+from supportlm.io import write_json
+from supportlm.lineage import git_sha, peak_rss_mb
 from supportlm.paths import Paths
 
 
 def _one(rows: int, params_path: Path, workdir: Path) -> dict[str, Any]:
     """Run the four data stages in this process; return per-stage seconds and peak memory."""
-    from supportlm.data import pipeline
+    from supportlm.data.clean import run_clean
+    from supportlm.data.ingest import run_ingest
+    from supportlm.data.quality import run_quality
+    from supportlm.data.split import run_split
 
     raw = load_params(params_path).model_dump(mode="json")
     raw["ingest"]["sources"] = [{"name": "synthetic", "type": "synthetic", "rows": rows}]
@@ -40,10 +44,10 @@ def _one(rows: int, params_path: Path, workdir: Path) -> dict[str, Any]:
         paths.base_model.symlink_to(base.resolve())
     seconds: dict[str, float] = {}
     for name, fn in (
-        ("ingest", lambda: pipeline.run_ingest(params, paths)),
-        ("clean", lambda: pipeline.run_clean(params, paths, use_tokenizer=use_tok, progress=False)),
-        ("split", lambda: pipeline.run_split(params, paths)),
-        ("quality", lambda: pipeline.run_quality(params, paths)),
+        ("ingest", lambda: run_ingest(params, paths)),
+        ("clean", lambda: run_clean(params, paths, use_tokenizer=use_tok, progress=False)),
+        ("split", lambda: run_split(params, paths)),
+        ("quality", lambda: run_quality(params, paths)),
     ):
         t = time.perf_counter()
         fn()

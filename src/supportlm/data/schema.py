@@ -6,12 +6,13 @@ into `Record`s, so clean/split/quality/train never care where a row came from.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from supportlm.io import read_jsonl
 
 Role = Literal["system", "user", "assistant"]
 Kind = Literal["qa", "conversation", "ticket"]
@@ -78,29 +79,6 @@ class Record(BaseModel):
         return "\n".join(m.content for m in self.messages if m.role in wanted)
 
 
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any] | BaseModel]) -> int:
-    """Write rows atomically (tmp file + rename) so a killed stage never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            if isinstance(row, BaseModel):
-                row = row.model_dump(mode="json")
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
-    return n
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield dicts from a JSONL file we wrote ourselves (pipeline-internal, trusted)."""
-    with Path(path).open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
-
-
-def read_records(path: Path) -> list[Record]:
-    return [Record.model_validate(row) for row in read_jsonl(path)]
+def read_records(path: Path, produced_by: str | None = None) -> list[Record]:
+    """The rows of a JSONL file as validated Records (a bad row names its field)."""
+    return [Record.model_validate(row) for row in read_jsonl(path, produced_by)]

@@ -10,21 +10,26 @@ re-derives groups from the written splits and counts any that span two splits.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from supportlm.config import CleanParams, SplitParams
+from supportlm.config import DedupParams, Params, SplitParams
 from supportlm.data import dedup
-from supportlm.data.schema import Record
+from supportlm.data.schema import Record, read_records
+from supportlm.errors import DataError
+from supportlm.io import write_json, write_jsonl
+from supportlm.lineage import params_hash, peak_rss_mb
+from supportlm.paths import Paths
 
 SPLITS = ("train", "val", "test")
 
 
-def signatures(records: Sequence[Record], dedup_p: CleanParams) -> list:
-    return dedup.signatures([r.text() for r in records], dedup_p.dedup.num_perm, dedup_p.dedup.shingle_words)
+def signatures(records: Sequence[Record], dedup_p: DedupParams) -> list:
+    return dedup.signatures([r.text() for r in records], dedup_p.num_perm, dedup_p.shingle_words)
 
 
 def group_ids(records: Sequence[Record], p: SplitParams, sigs: Sequence) -> list[str]:
@@ -114,7 +119,7 @@ def leakage(splits: dict[str, list[Record]], p: SplitParams, sig_by_id: dict[str
     }
 
 
-def split(records: list[Record], p: SplitParams, dedup_p: CleanParams) -> tuple[dict[str, list[Record]], dict]:
+def split(records: list[Record], p: SplitParams, dedup_p: DedupParams) -> tuple[dict[str, list[Record]], dict]:
     sigs = signatures(records, dedup_p)
     groups = group_ids(records, p, sigs)
     out = assign(records, groups, p)
@@ -122,10 +127,30 @@ def split(records: list[Record], p: SplitParams, dedup_p: CleanParams) -> tuple[
     report = {
         "counts": {s: len(out[s]) for s in SPLITS},
         "ratios": {s: round(len(out[s]) / max(1, len(records)), 4) for s in SPLITS},
-        "groups": int(len(set(groups))),
+        "groups": len(set(groups)),
         "largest_group": int(sizes.max()),
         "rows_in_multi_row_groups": int(sizes[sizes > 1].sum()),
         "intents_per_split": {s: len({r.intent for r in out[s]}) for s in SPLITS},
     }
     report |= leakage(out, p, {r.id: sig for r, sig in zip(records, sigs, strict=True)})
     return out, report
+
+
+def run_split(params: Params, paths: Paths) -> dict[str, Any]:
+    """The split stage: data/interim/clean.jsonl -> data/processed/{train,val,test}.jsonl + reports/split.json."""
+    t0 = time.perf_counter()
+    records = read_records(paths.interim / "clean.jsonl", "clean")
+    if not records:
+        raise DataError(f"{paths.interim / 'clean.jsonl'}: no rows left after cleaning; see quarantine.jsonl")
+    out, report = split(records, params.split, params.clean.dedup)
+    if report["leaked_groups"]:
+        raise DataError(f"split leaks {report['leaked_groups']} near-duplicate groups across splits (bug)")
+    for name, rows in out.items():
+        write_jsonl(paths.processed / f"{name}.jsonl", rows)
+    report |= {
+        "params_hash": params_hash(params.split),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    write_json(paths.reports / "split.json", report)
+    return report

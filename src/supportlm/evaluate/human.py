@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.errors import DataError
+from supportlm.io import read_rows, write_json
 
 SHEET_COLUMNS = ["item", "conversation", "reply_a", "reply_b", "choice", "comment"]
 KEY_COLUMNS = ["item", "row_id", "intent", "a", "b"]
@@ -130,9 +131,7 @@ def export_from_generations(
         seed: A/B coin flips and row order.
     """
     path = Path(generations)
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run `dvc repro evaluate` first")
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = read_rows(path, "evaluate")
     if rows is not None:
         items = items[:rows]
     if not items:
@@ -314,7 +313,5 @@ def score(
         "invalid": invalid,
     }
     if out_json:
-        from supportlm.lineage import write_json
-
         write_json(Path(out_json), result)
     return result

@@ -1,24 +1,13 @@
-"""What evaluate and quantize score: the test rows, their seeded intent-stratified sample, and the base
-model's recorded source (for lineage)."""
+"""What evaluate and quantize score: the test rows and their seeded intent-stratified sample."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from supportlm.errors import DataError
-from supportlm.paths import stage_dir
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run `dvc repro format` first")
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+SYSTEMS = ("base", "finetuned")  # the two models evaluate compares, in table and plot order
 
 
 def stratified_sample(rows: Sequence[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:
@@ -44,11 +33,3 @@ def stratified_sample(rows: Sequence[dict[str, Any]], n: int | None, seed: int) 
                     break
         depth += 1
     return out
-
-
-def base_model_id(paths: Any) -> str:
-    """The bundled GGUF the base model came from (models/base/supportlm_source.json), for lineage."""
-    src = stage_dir(paths, "base_model", "models", "base") / "supportlm_source.json"
-    if src.is_file():
-        return str(json.loads(src.read_text()).get("gguf", ""))
-    return ""

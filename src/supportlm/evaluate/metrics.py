@@ -23,9 +23,6 @@ from typing import Any
 
 from supportlm.inference.prompts import prompt_ids, reply_ids
 
-IGNORE = -100  # label value that the loss skips (prompt and padding tokens)
-
-
 # ---------------------------------------------------------------- examples
 
 
@@ -65,16 +62,18 @@ def nll_from_logits(logits: Any, labels: Any) -> tuple[float, int]:
 
     Args:
         logits: (B, T, V) float tensor; position t predicts token t+1.
-        labels: (B, T) token ids, IGNORE where no loss is wanted (prompt, padding).
+        labels: (B, T) token ids, IGNORE_INDEX (-100) where no loss is wanted (prompt, padding).
     """
     import torch
     import torch.nn.functional as F
+
+    from supportlm.train.batching import IGNORE_INDEX
 
     logits = torch.as_tensor(logits, dtype=torch.float32)
     labels = torch.as_tensor(labels)
     shift_logits = logits[:, :-1, :]  # (B, T-1, V)
     shift_labels = labels[:, 1:]  # (B, T-1)
-    mask = shift_labels != IGNORE
+    mask = shift_labels != IGNORE_INDEX
     if not mask.any():
         return 0.0, 0
     nll = F.cross_entropy(shift_logits[mask], shift_labels[mask], reduction="sum")
@@ -100,6 +99,8 @@ def reply_nll_hf(
     """
     import torch
 
+    from supportlm.train.batching import IGNORE_INDEX
+
     seqs = []
     for ex in examples:
         p = prompt_ids(tokenizer, ex.prompt, max_prompt_tokens)
@@ -118,7 +119,7 @@ def reply_nll_hf(
             width = max(len(seqs[k][0]) for k in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             attn = torch.zeros((len(idx), width), dtype=torch.long)
-            labels = torch.full((len(idx), width), IGNORE, dtype=torch.long)
+            labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
             for row, k in enumerate(idx):
                 seq, n_prompt = seqs[k]
                 ids[row, : len(seq)] = torch.tensor(seq)
@@ -128,7 +129,7 @@ def reply_nll_hf(
             if backbone is not None and head is not None:
                 hidden = backbone(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, T, H)
                 shift_labels = labels[:, 1:]  # position t predicts t+1
-                mask = shift_labels != IGNORE
+                mask = shift_labels != IGNORE_INDEX
                 logits = head(hidden[:, :-1][mask.to(device)]).float()  # (N, V) reply positions only
                 logp = torch.log_softmax(logits, dim=-1)
                 tok_nll = -logp.gather(1, shift_labels[mask].to(device).unsqueeze(1)).squeeze(1).cpu()

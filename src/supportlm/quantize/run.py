@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from supportlm import llamacpp
+from supportlm.config import Params
 from supportlm.errors import DataError
 from supportlm.evaluate import metrics as m
-from supportlm.evaluate.inputs import base_model_id, read_jsonl, stratified_sample
+from supportlm.evaluate.inputs import stratified_sample
 from supportlm.inference.prompts import prompt_ids
 from supportlm.inference.threads import resolve_threads
+from supportlm.io import read_rows
 from supportlm.logs import ensure_logging
-from supportlm.paths import stage_dir
+from supportlm.paths import Paths
 from supportlm.quantize import compare, gguf, torch_quant
 from supportlm.runtime import cpu_info, run_in_child
 
@@ -81,7 +83,8 @@ def quantize_and_compare(
     import torch
     from transformers import AutoTokenizer
 
-    from supportlm.lineage import peak_rss_mb, write_json
+    from supportlm.io import write_json
+    from supportlm.lineage import peak_rss_mb
 
     t_start = time.perf_counter()
     if not (merged_dir / "config.json").is_file():
@@ -90,7 +93,7 @@ def quantize_and_compare(
     torch.set_num_threads(threads)
     log.info("threads: %d (%s)", threads, "quantize.threads" if p.threads else "auto")
     p = p.model_copy(update={"threads": threads})  # llama.cpp gets the same count
-    examples = [m.to_example(r) for r in stratified_sample(read_jsonl(test_path), p.eval_rows, p.seed)]
+    examples = [m.to_example(r) for r in stratified_sample(read_rows(test_path, "format"), p.eval_rows, p.seed)]
     tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
     prompts = [prompt_ids(tokenizer, e.prompt, p.n_ctx // 2) for e in examples]
 
@@ -241,23 +244,19 @@ def summarize(variants: list[dict[str, Any]], p: Any) -> dict[str, Any]:
     }
 
 
-def run_quantize(params: Any, paths: Any) -> dict[str, Any]:
-    """Stage runner: `params` is the root Params (with `.quantize`) or a QuantizeParams."""
-    from supportlm.config import QuantizeParams, stage_block
+def run_quantize(params: Params, paths: Paths) -> dict[str, Any]:
+    """The quantize stage: reads params.quantize and params.base_model.base (for lineage)."""
     from supportlm.lineage import params_hash
 
     ensure_logging()
-    p = stage_block(params, "quantize", QuantizeParams)
-    base_model = getattr(getattr(params, "base_model", None), "base", "") or base_model_id(paths)
-    formatted = stage_dir(paths, "formatted", "data", "formatted")
     return quantize_and_compare(
-        merged_dir=stage_dir(paths, "merged", "models", "merged"),
-        test_path=formatted / "test.jsonl",
-        gguf_dir=stage_dir(paths, "gguf", "models", "gguf"),
-        reports=stage_dir(paths, "reports", "reports"),
-        p=p,
-        base_model_id=base_model,
-        params_hash=params_hash(p),
+        merged_dir=paths.merged,
+        test_path=paths.formatted / "test.jsonl",
+        gguf_dir=paths.gguf,
+        reports=paths.reports,
+        p=params.quantize,
+        base_model_id=params.base_model.base,
+        params_hash=params_hash(params.quantize),
     )
 
 

@@ -1,30 +1,12 @@
-"""Model serving: FastAPI gateway (app.py) over an OpenAI-compatible engine (engines.py).
+"""Model serving: a FastAPI gateway (app.py) over an OpenAI-compatible engine (engines.py).
 
-    from supportlm.serve import build_app, serve, ServeSettings
-    serve(ServeSettings())            # llama-server child + gateway, until SIGTERM/SIGINT
-    app = build_app(ServeSettings())  # just the ASGI app (engine elsewhere)
+    from supportlm.serve.app import build_app
+    from supportlm.serve.server import serve
+    from supportlm.serve.settings import load_settings
+    serve(load_settings())            # llama-server child + gateway, until SIGTERM/SIGINT
+    app = build_app(load_settings())  # just the ASGI app (engine elsewhere)
 
+Settings (settings.py) are params.yaml's `serve:` block + SUPPORTLM_* env + secrets; the gateway is split
+into protocol schemas (schemas.py), admission (gateway.py), streaming (streaming.py) and the app (app.py).
 `serve/batch.py` (offline batch inference over `supportlm.inference`) is independent of the gateway.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["ServeSettings", "build_app", "serve"]
-
-
-def __getattr__(name: str) -> Any:  # lazy: `import supportlm.serve.batch` should not pull in FastAPI
-    if name == "build_app":
-        from supportlm.serve.app import build_app
-
-        return build_app
-    if name == "serve":
-        from supportlm.serve.server import serve
-
-        return serve
-    if name == "ServeSettings":
-        from supportlm.serve.settings import ServeSettings
-
-        return ServeSettings
-    raise AttributeError(name)

@@ -198,9 +198,7 @@ class RedisBuckets:
 
 def make_buckets(backend: str, redis_url: str | None, clock: Clock = time.monotonic) -> Buckets:
     if backend == "redis":
-        if not redis_url:
-            from supportlm.errors import ConfigError
-
-            raise ConfigError("serve.limits.backend=redis needs serve.limits.redis_url (redis://host:6379/0)")
+        if not redis_url:  # ServeSettings refuses backend=redis without SUPPORTLM_LIMITS_REDIS_URL
+            raise ValueError("backend=redis needs a redis:// URL")
         return RedisBuckets(redis_url, clock=clock)
     return LocalBuckets(clock)

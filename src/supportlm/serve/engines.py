@@ -8,7 +8,7 @@ has one code path and every feature (limits, metrics, streaming, cancellation) w
 | llamacpp  | llama.cpp `llama-server` (embedded)     | GET /health   | served name (ignored)   | stream_options   |
 | tgi       | Text Generation Inference Messages API  | GET /health   | "tgi"                   | counted by us    |
 | vllm      | `vllm serve` OpenAI server              | GET /health   | from GET /v1/models     | stream_options   |
-| openai    | anything else OpenAI-compatible         | GET /v1/models| engine_model            | stream_options   |
+| openai    | anything else OpenAI-compatible         | GET /v1/models| serve.engine.model      | stream_options   |
 
 The client is `httpx2` (the transport of the `openai` SDK, already installed with it); we use it
 directly rather than the SDK so SSE events pass through unparsed and a stream can be closed the
@@ -40,6 +40,7 @@ from supportlm.serve.errors import (
     Overloaded,
     ServeError,
 )
+from supportlm.serve.settings import ServeSettings
 
 log = logging.getLogger("supportlm.serve")
 
@@ -381,14 +382,15 @@ class EngineMonitor:
             self._task = None
 
 
-def engine_from_settings(s: Any) -> Engine:
+def engine_from_settings(s: ServeSettings) -> Engine:
     """The upstream client as ServeSettings describe it (gateway factory and `serve()` share it)."""
+    e = s.engine
     return Engine(
         s.engine_base_url,
-        kind=s.engine_kind,
-        model=s.engine_model or (s.model_served_name if s.engine_kind == "llamacpp" else None),
-        api_key=s.engine_api_key.get_secret_value() if s.engine_api_key else None,
-        timeout_s=s.engine_timeout_s,
-        connect_timeout_s=s.engine_connect_timeout_s,
-        max_connections=s.limits_max_concurrency + 8,
+        kind=e.kind,
+        model=e.model or (s.model.served_name if e.kind == "llamacpp" else None),
+        api_key=e.api_key.get_secret_value() if e.api_key else None,
+        timeout_s=e.timeout_s,
+        connect_timeout_s=e.connect_timeout_s,
+        max_connections=s.limits.max_concurrency + 8,
     )

@@ -90,7 +90,7 @@ class EngineFailure(ServeError):
 
 
 class EngineTimeout(ServeError):
-    """The engine did not answer within engine_timeout_s."""
+    """The engine did not answer within serve.engine.timeout_s."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,11 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": _cap(message, MAX_MESSAGE), "type": type_, "param": param, "code": code}}
 
 
+def retry_after_header(seconds: float) -> int:
+    """The Retry-After value for a wait of `seconds`: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
+
+
 def error_response(
     status: int,
     message: str,
@@ -145,7 +150,7 @@ def error_response(
 ) -> JSONResponse:
     hdrs = dict(headers or {})
     if retry_after is not None:
-        hdrs["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        hdrs["Retry-After"] = str(retry_after_header(retry_after))
     return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=hdrs)
 
 

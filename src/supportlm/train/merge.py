@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from supportlm import chat_template
+from supportlm.config import Params
 from supportlm.errors import DataError
-from supportlm.paths import stage_dir
+from supportlm.paths import Paths
 
 
 def _load_base(base_dir: Path, dtype: Any, device: str = "cpu") -> tuple[Any, bool]:
@@ -144,15 +145,12 @@ def merge(
     return info
 
 
-def run_merge(params: Any, paths: Any) -> dict[str, Any]:
+def run_merge(params: Params, paths: Paths) -> dict[str, Any]:
     """The merge stage: models/base + models/adapter -> models/merged."""
-    from supportlm.config import MergeParams, stage_block
-
-    p = stage_block(params, "merge", MergeParams)
     return merge(
-        stage_dir(paths, "base_model", "models", "base"),
-        stage_dir(paths, "adapter", "models", "adapter"),
-        stage_dir(paths, "merged", "models", "merged"),
-        dtype=p.dtype,
-        max_shard_size=p.max_shard_size,
+        paths.base_model,
+        paths.adapter,
+        paths.merged,
+        dtype=params.merge.dtype,
+        max_shard_size=params.merge.max_shard_size,
     )

@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supportlm.config import Params
-from supportlm.lineage import dvc_hashes, flatten, git_sha, params_hash, write_json
+from supportlm.io import write_json
+from supportlm.lineage import dvc_hashes, flatten, git_sha, params_hash
 from supportlm.logs import ensure_logging
 from supportlm.paths import Paths
 from supportlm.runtime import cpu_info
 from supportlm.train.tracking import make_tracker, system_info
 
 if TYPE_CHECKING:  # torch is imported only when the stage runs, so `supportlm --help` stays fast
-    from supportlm.train.trainer import LoRAFinetuneRecipe, TrainResult
+    from supportlm.train.result import TrainResult
+    from supportlm.train.trainer import LoRAFinetuneRecipe
 
 log = logging.getLogger("supportlm.train")
 SPEEDUP_GOAL = 1.5  # DESIGN.md: grouped/packed batching vs the naive padded baseline
@@ -41,6 +43,7 @@ def adapter_dir(paths: Paths) -> Path:
 
 def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, Any]:
     """Fine-tune, export the best adapter, benchmark the padded baseline, track, report."""
+    from supportlm.train.baseline import benchmark_padded
     from supportlm.train.trainer import LoRAFinetuneRecipe
 
     ensure_logging()
@@ -60,7 +63,7 @@ def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, 
         result = recipe.train()
         tracker.flush()
         adapter = recipe.export_adapter(adapter_dir(paths), extra={"mlflow_run_id": tracker.run_id})
-        baseline = recipe.benchmark_padded(p.baseline_steps)
+        baseline = benchmark_padded(recipe, p.baseline_steps)
         report = build_report(params, paths, recipe, result, baseline, tracker.run_id)
         report["stage_seconds"] = round(time.perf_counter() - t0, 1)
         plot_losses(result, paths.plots / "train" / "loss.png")

@@ -31,7 +31,8 @@ import yaml
 
 from supportlm.config import Params, SweepParams, SweepValue, parse_params
 from supportlm.errors import ConfigError, SupportLMError
-from supportlm.lineage import flatten, git_sha, write_json
+from supportlm.io import write_json
+from supportlm.lineage import flatten, git_sha
 
 log = logging.getLogger(__name__)
 TRAIN_METRICS = "reports/train.json"
