@@ -124,4 +124,6 @@ def test_run_merge_uses_project_layout(base_and_adapter, tmp_path):
     shutil.copytree(adapter, tmp_path / "models" / "adapter")
     info = run_merge(project_params(), Paths(root=tmp_path))
     assert (tmp_path / "models" / "merged" / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "models" / "merged" / "supportlm_merge.json").read_text())
+    assert info["merge_s"] >= 0 and "merge_s" not in saved  # no clock reading inside a cached out
     assert info["parameters"] > 0

@@ -363,3 +363,27 @@ def test_stage_writes_adapter_report_plot_and_mlflow_run(project, tmp_path):
     assert "adapter/adapter_model.safetensors" in artifacts
     versions = client.search_model_versions("name='supportlm-adapter'")
     assert [v.run_id for v in versions] == [run.info.run_id]
+
+
+def test_exported_adapter_config_does_not_depend_on_the_hash_seed(tmp_path):
+    """peft writes target_modules (a set) in hash-seed order; the exported adapter sorts it, so two runs
+    of the same training give the same bytes."""
+    from supportlm.train.checkpoints import export_adapter
+
+    best = tmp_path / "checkpoint-000001"
+    best.mkdir()
+    (best / "adapter_model.safetensors").write_bytes(b"weights")
+    outs = []
+    for i, order in enumerate((["v_proj", "q_proj", "o_proj"], ["o_proj", "v_proj", "q_proj"])):
+        (best / "adapter_config.json").write_text(json.dumps({"r": 4, "target_modules": order}), encoding="utf-8")
+        out = export_adapter(best, tmp_path / f"adapter{i}", _FakeTokenizer(), {"best_step": 1})
+        outs.append((out / "adapter_config.json").read_bytes())
+    assert outs[0] == outs[1]
+    assert json.loads(outs[0])["target_modules"] == ["o_proj", "q_proj", "v_proj"]
+
+
+class _FakeTokenizer:
+    chat_template = None
+
+    def save_pretrained(self, path: str) -> None:
+        (Path(path) / "tokenizer_config.json").write_text("{}", encoding="utf-8")

@@ -222,8 +222,13 @@ def export_adapter(best: Path, out_dir: Path, tokenizer: Any, meta: dict[str, An
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("adapter_model.safetensors", "adapter_config.json"):
-        shutil.copy2(best / name, tmp / name)
+    shutil.copy2(best / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
+    # peft keeps target_modules as a set: its JSON order follows the process's string-hash seed, so the
+    # same training wrote different bytes run to run. Sorted, the exported adapter is reproducible.
+    config = json.loads((best / "adapter_config.json").read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     chat_template.save_tokenizer(tokenizer, tmp)  # no load-time keys: same bytes online or offline
     (tmp / "supportlm_train.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(out_dir, ignore_errors=True)

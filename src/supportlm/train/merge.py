@@ -14,7 +14,7 @@ once). If the base dir itself is a bnb-quantized checkpoint (`quantization_confi
 config.json) it is de-quantized first (`model.dequantize()`), so the merged weights are plain floats.
 
 Writes <out_dir>/ with model.safetensors, config.json, generation_config.json, tokenizer
-files, chat template (chat_template.jinja and, for TGI, tokenizer_config.json) and supportlm_merge.json (adapter config, dtypes, timings). The write is
+files, chat template (chat_template.jinja and, for TGI, tokenizer_config.json) and supportlm_merge.json (adapter config, dtypes). The write is
 atomic: everything goes to <out_dir>.tmp, which is renamed over <out_dir> at the end.
 
 Raises:
@@ -24,6 +24,7 @@ Raises:
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ from supportlm import chat_template
 from supportlm.config import Params
 from supportlm.errors import DataError
 from supportlm.paths import Paths
+
+log = logging.getLogger("supportlm.train")
 
 
 def _load_base(base_dir: Path, dtype: Any, device: str = "cpu") -> tuple[Any, bool]:
@@ -134,7 +137,10 @@ def merge(
     }
     if device != "cpu":  # the CPU pipeline's supportlm_merge.json keeps its keys
         info["device"] = device
-    (tmp / "supportlm_merge.json").write_text(json.dumps(info, indent=2, default=str))
+    # the merge time goes to the log, not into the model dir: a cached out must not change with the clock
+    log.info("merged in %.1f s", info["merge_s"])
+    saved = {k: v for k, v in info.items() if k != "merge_s"}
+    (tmp / "supportlm_merge.json").write_text(json.dumps(saved, indent=2, default=str))
     # swap: old dir aside, new one in, old one removed; a crash never leaves a half-written out_dir
     old = out_dir.with_name(out_dir.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

@@ -37,10 +37,6 @@ def checkpoints_dir(paths: Paths) -> Path:
     return paths.root / "models" / "checkpoints"
 
 
-def adapter_dir(paths: Paths) -> Path:
-    return paths.root / "models" / "adapter"
-
-
 def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, Any]:
     """Fine-tune, export the best adapter, benchmark the padded baseline, track, report."""
     from supportlm.train.baseline import benchmark_padded
@@ -62,7 +58,7 @@ def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, 
     try:
         result = recipe.train()
         tracker.flush()
-        adapter = recipe.export_adapter(adapter_dir(paths), extra={"mlflow_run_id": tracker.run_id})
+        adapter = recipe.export_adapter(paths.adapter)  # the MLflow run id (random) stays in train.json
         baseline = benchmark_padded(recipe, p.baseline_steps)
         report = build_report(params, paths, recipe, result, baseline, tracker.run_id)
         report["stage_seconds"] = round(time.perf_counter() - t0, 1)

@@ -470,7 +470,7 @@ class LoRAFinetuneRecipe:
 
     # ------------------------------------------------------------ outputs
 
-    def export_adapter(self, out_dir: Path, extra: dict[str, Any] | None = None) -> Path:
+    def export_adapter(self, out_dir: Path) -> Path:
         """Best checkpoint's adapter + tokenizer + supportlm_train.json -> out_dir (atomic replace)."""
         best = self.best_checkpoint()
         meta = {
@@ -486,7 +486,6 @@ class LoRAFinetuneRecipe:
             "base_model_type": self.model_config.model_type,
             "run_key": self.run_key,
             "params": {"train": self.p.model_dump(mode="json"), "lora": self.lora.model_dump(mode="json")},
-            **(extra or {}),
         }
         return ckpt.export_adapter(best, out_dir, self.tokenizer, meta)
 
