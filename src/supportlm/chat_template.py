@@ -109,3 +109,33 @@ def save_tokenizer(tokenizer: Any, out_dir: str | Path) -> None:
     if isinstance(tokenizer.chat_template, str):
         config["chat_template"] = tokenizer.chat_template
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def template_ids(
+    tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False
+) -> list[int]:
+    """Token ids of `messages` through the chat template: the one chat-template → ids call every stage uses
+    (transformers 5 returns a BatchEncoding, older versions a list)."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    return list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
+
+
+def assistant_spans(
+    tokenizer: Any, messages: list[dict[str, str]]
+) -> tuple[list[int], list[tuple[int, int]], bool]:
+    """The templated ids, each assistant turn's [start, end) token span, and whether every span is exact.
+
+    A turn's span runs from the prompt before it (ending in the assistant header) to the conversation
+    through it. A tokenizer that merges tokens across the turn boundary makes those prefixes differ
+    from the full conversation's ids: the spans are then off by a token or two (`exact` is False)."""
+    full = template_ids(tokenizer, messages)
+    spans: list[tuple[int, int]] = []
+    exact = True
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = template_ids(tokenizer, messages[:i], add_generation_prompt=True)
+        after = template_ids(tokenizer, messages[: i + 1])
+        spans.append((len(before), len(after)))
+        exact = exact and after == full[: len(after)] and before == after[: len(before)]
+    return full, spans, exact

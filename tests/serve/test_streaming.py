@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 
 from supportlm.serve.app import build_app
 from supportlm.serve.engines import Engine
@@ -169,3 +171,37 @@ def test_disconnect_before_the_first_token_also_cancels(fake_engine_proc: FakeEn
             f"{gw.url}/v1/chat/completions", json=chat_body(max_tokens=2), headers=ALICE, timeout=10
         )
         assert r.status_code == 200  # and the gateway serves on
+
+
+@pytest.mark.parametrize(
+    ("kind", "prompt_tokens"),
+    [("llamacpp", 8), ("tgi", 9)],  # the engine's usage (the fake counts words) / estimated: 36 chars / 4
+)
+def test_both_streamed_routes_count_the_same_tokens(tmp_path: Path, kind: str, prompt_tokens: int) -> None:
+    """One engine output, both streamed routes: the same reply and token counts, in the request log and in
+    /v1/generate's closing `details` (TGI sends no usage in streams: the counts are estimated there)."""
+    log_file = tmp_path / "requests.jsonl"
+    prompt = "Where is my order please, it is late"
+
+    async def go() -> tuple[str, str]:
+        async with gateway(make_settings(log={"file": log_file}), kind=kind) as c:
+            chat = await c.post(
+                "/v1/chat/completions", json=chat_body(prompt, stream=True, max_tokens=5), headers=ALICE
+            )
+            gen = await c.post(
+                "/v1/generate", json={"prompt": prompt, "max_new_tokens": 5, "stream": True}, headers=ALICE
+            )
+            c.app.state.gateway.access_logger.handlers[0].flush()  # type: ignore[attr-defined]
+            return chat.text, gen.text
+
+    chat_text, gen_text = run(go())
+    chat_chunks = [json.loads(p) for p in parse_sse(chat_text)[:-1]]
+    gen_events = [json.loads(p) for p in parse_sse(gen_text)]
+    reply = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chat_chunks)
+    assert reply == gen_events[-1]["generated_text"] == "".join(e["token"]["text"] for e in gen_events[:-1])
+    assert gen_events[-1]["details"] == {"finish_reason": "length", "prompt_tokens": prompt_tokens,
+                                         "generated_tokens": 5}  # fmt: skip
+    chat_line, gen_line = (json.loads(ln) for ln in log_file.read_text().splitlines())
+    for line in (chat_line, gen_line):
+        assert line["stream"] is True and line["status"] == 200 and line["ttft_ms"] is not None
+        assert (line["prompt_tokens"], line["completion_tokens"]) == (prompt_tokens, 5)

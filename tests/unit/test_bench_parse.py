@@ -207,6 +207,39 @@ def test_render_markdown_has_every_section(tmp_path: Path) -> None:
         assert heading in md
     assert "![latency](plots/bench/latency.png)" in md and "**missed**" in md
     assert "Failed requests by cause: q4_k_m gateway 1 user: HTTP 503 x1." in md
+    assert "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" in md  # numbers right-aligned
+    assert "| c | 10 | 1.0 | 1.00x |  |" in md  # tuning row: whole ms, 1-decimal tok/s, ratio
+
+
+def test_fairness_and_build_compare_markdown() -> None:
+    from supportlm.bench.build_compare import to_markdown
+    from supportlm.bench.fairness import render_markdown as fairness_markdown
+
+    phase = {"requests": 1857, "ok": 31, "statuses": {"200": 31, "429": 1826}, "p50_ms": 15273.1,
+             "p95_ms": None, "tokens_per_s": 38.6}  # fmt: skip
+    r = {"model": "q4_k_m", "hardware": {"cpu": "cpu", "cores": 2, "isa": ["avx2"]},
+         "load": {"abuser_clients": 48, "abuser_max_tokens": 512, "abuser_retry_s": 0.25, "polite_rps": 1.0,
+                  "polite_max_tokens": 32, "seconds": 60.0, "short_seconds": 30.0},
+         "limits": {"max_concurrency": 8},
+         "targets": [{"name": "ratio", "goal": "<= 3x", "measured": None, "met": False}],
+         "phases": {"fair/abuser_and_polite": {"abuser": phase}},
+         "plots": ["reports/plots/fairness/latency.png"]}  # fmt: skip
+    md = fairness_markdown(r)
+    assert "retried after 0.25 s) and one polite key (1 request/s, 32 tokens), 60 s" in md
+    assert "| ratio | <= 3x | – | no |" in md and "|---|---|---:|---:|---|---:|---:|---:|" in md
+    assert "| abuser | 1,857 | 31 | 200: 31, 429: 1826 | 15,273.1 | – | 38.6 |" in md  # None p95: "–"
+    assert md.endswith("![latency](plots/fairness/latency.png)\n")
+
+    r = {"cpu": {"model": "cpu", "cores": 2, "isa": ["avx2"]}, "threads": 2, "repeats": 5,
+         "builds": {"native": "/a", "host": "/b"},
+         "rows": [{"type": "q4_0", "test": "decode (tg64)", "native": 100.0, "host": 104.96,
+                   "host_vs_native": 1.05},
+                  {"type": "f16", "test": "decode (tg64)", "native": 50.0, "host": "failed: SIGILL",
+                   "host_vs_native": None}]}  # fmt: skip
+    md = to_markdown(r)
+    assert "| type | test | native | host | host / native |\n|---|---|---:|---:|---:|" in md
+    assert "| q4_0 | decode (tg64) | 100.0 | 105.0 | 1.05x |" in md
+    assert "| f16 | decode (tg64) | 50.0 | failed: SIGILL | – |" in md
 
 
 def test_read_bandwidth_reports_the_best_thread_count():

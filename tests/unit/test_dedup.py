@@ -1,5 +1,9 @@
 """Exact and MinHash/LSH near-duplicate detection."""
 
+import random
+
+import numpy as np
+
 from supportlm.data import dedup
 
 BASE = (
@@ -40,3 +44,34 @@ def test_signature_is_deterministic():
     a = dedup.signatures([BASE], 64, 3)[0].hashvalues
     b = dedup.signatures([BASE], 64, 3)[0].hashvalues
     assert (a == b).all()
+
+
+def _components_by_search(n, edges):
+    """Reference: flood-fill each component; its label is the smallest member index."""
+    adj = {i: set() for i in range(n)}
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    label = [-1] * n
+    for start in range(n):  # ascending, so the first unlabelled item is its component's minimum
+        if label[start] >= 0:
+            continue
+        stack = [start]
+        while stack:
+            x = stack.pop()
+            if label[x] < 0:
+                label[x] = start
+                stack.extend(adj[x])
+    return label
+
+
+def test_connected_components_match_a_brute_force_reference():
+    rng = random.Random(0)
+    for _ in range(300):
+        n = rng.randrange(0, 40)
+        m = rng.randrange(0, 2 * n + 1) if n else 0
+        edges = [(rng.randrange(n), rng.randrange(n)) for _ in range(m)]
+        got = dedup.connected_components(n, edges)
+        assert got.dtype == np.int64 and got.shape == (n,)
+        assert got.tolist() == _components_by_search(n, edges)
+        assert dedup.connected_components(n, edges[::-1]).tolist() == got.tolist()  # edge order is irrelevant

@@ -48,6 +48,7 @@ def test_every_step_passes_and_the_report_has_the_design_keys(tiny):
     assert all({"name", "ok", "ms_per_100_tokens"} <= r.keys() for r in saved["bnb"])
     md = (out / "gpu_check.md").read_text()
     assert "| resume | yes |" in md and "| full_depth | yes |" in md
+    assert "| step | ok | seconds | peak MB | note |\n|---|---|---:|---:|---|" in md  # numbers right-aligned
     assert (out / "logs" / "resume_victim.log").read_text().strip()
     assert not cfg.work_dir.exists()  # the random models and checkpoints are removed
 

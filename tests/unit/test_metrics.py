@@ -309,6 +309,28 @@ def test_quantize_summary_targets():
     assert size_t["met"] is True and rouge_t["met"] is False and rouge_t["measured"] == pytest.approx(2.5)
 
 
+def test_quantization_markdown_shows_the_summary(tmp_path):
+    from types import SimpleNamespace
+
+    from supportlm.evaluate.metrics import Example
+    from supportlm.quantize.run import render_markdown, summarize
+
+    p = SimpleNamespace(size_reduction_target=0.5, rouge_drop_target=2.0)
+    v = [{"name": n, "format": f, "size_bytes": b, "perplexity": 5.0, "bleu": 20.0, "rougeL": r, "tokens_per_s": 9.5,
+          "load_s": 0.5} for n, f, b, r in (("f16", "gguf-f16", 200e6, 0.4), ("q4_k_m", "gguf-q4_k_m", 70e6, 0.375))]
+    s = summarize(v, p)
+    s.update(slice={"rows": 8, "seed": 1, "max_new_tokens": 16}, base_model="m", params_hash="h",
+             timing={"total_s": 3.0}, skipped=[{"name": "bnb_int8", "reason": "no CUDA"}],
+             plots=[str(tmp_path / "plots/quantize/x.png")])
+    ex = Example("t1", "orders", [{"role": "user", "content": "hi"}], "line 1\nline | 2")
+    md = render_markdown(s, [ex], {"q4_k_m": ["ok"]}, tmp_path)
+    assert "| q4_k_m | gguf-q4_k_m | 70.0 | -65% |" in md and "| -2.50 |" in md
+    assert "| q4_k_m size reduction vs f16 | >= 50% | 65.0% | met |" in md
+    assert "**missed**" in md and "- `bnb_int8`: no CUDA" in md
+    assert "![x](plots/quantize/x.png)" in md
+    assert "| reference | line 1<br>line \\| 2 |" in md  # one table line per reply, pipes escaped
+
+
 # ---------------------------------------------------------------- the evaluate stage, end to end
 
 
@@ -376,6 +398,10 @@ def test_evaluate_stage_writes_the_contract(tmp_path):
     assert len(gens) == 8 and {"base", "finetuned", "reference"} <= set(json.loads(gens[0]))
     md = (tmp_path / "reports" / "eval.md").read_text()
     assert "| ROUGE-L |" in md and md.count("### `t") == 5  # 5 side-by-side examples
+    delta = saved["finetuned"]["rougeL"] - saved["base"]["rougeL"]
+    assert f"| {saved['finetuned']['rougeL']:.3f} | {delta:+.3f} |" in md  # the delta carries its sign
+    assert "| metric | base | fine-tuned | delta |\n|---|---:|---:|---:|" in md
+    assert "![metrics](plots/eval/metrics.png)" in md  # images relative to reports/
     for png in ("metrics.png", "per_intent_rougeL.png", "distributions.png"):
         assert (tmp_path / "reports" / "plots" / "eval" / png).stat().st_size > 5_000
 

@@ -26,7 +26,9 @@ def test_grid_is_the_full_product_in_order():
 
 
 def test_random_draws_are_distinct_seeded_and_capped_by_the_grid():
-    s = SweepParams(method="random", trials=5, seed=3, space={"lora.r": [4, 8, 16], "lora.alpha": [8, 16, 32]})
+    s = SweepParams(
+        method="random", trials=5, seed=3, space={"lora.r": [4, 8, 16], "lora.alpha": [8, 16, 32]}
+    )
     a, b = sw.plan_trials(s), sw.plan_trials(s)
     assert a == b and len(a) == 5
     assert len({json.dumps(t, sort_keys=True) for t in a}) == 5
@@ -79,9 +81,22 @@ def test_queue_commands_target_the_train_stage_with_fixed_then_trial_overrides()
 
 
 def exp_record(name: str, rev: str, r: int, best: float | None) -> dict:
-    metrics = {} if best is None else {"reports/train.json": {"data": {
-        "best_val_loss": best, "base_val_loss": 2.8, "best_step": 4, "steps": 4, "train_seconds": 30.0,
-        "tokens_per_s": 120.0}}}
+    metrics = (
+        {}
+        if best is None
+        else {
+            "reports/train.json": {
+                "data": {
+                    "best_val_loss": best,
+                    "base_val_loss": 2.8,
+                    "best_step": 4,
+                    "steps": 4,
+                    "train_seconds": 30.0,
+                    "tokens_per_s": 120.0,
+                }
+            }
+        }
+    )
     return {"rev": rev, "name": name, "data": {"rev": rev, "params": {"params.yaml": {"data": {"lora": {"r": r}}}},
                                                 "metrics": metrics}, "experiments": None}  # fmt: skip
 
@@ -120,5 +135,7 @@ def test_reports_name_the_best_trial_and_the_plot_is_written(tmp_path):
     md = (tmp_path / "sweep.md").read_text()
     assert "**Best: `s-01`**" in md and "`train.train_rows=64`" in md and "Failed trials: s-02" in md
     assert md.index("`s-01` **(best)**") < md.index("`s-00`")  # ranked by val loss
+    assert "|---|---:|---:|---:|---:|---:|---:|---|" in md  # numeric columns (lora.r included) right-aligned
+    assert "| `s-02` | 64 | – | – | – | – | – | failed |" in md  # a failed trial has no numbers
     png = tmp_path / "plots/sweep/val_loss.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

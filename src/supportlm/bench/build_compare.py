@@ -20,6 +20,7 @@ from typing import Any
 
 from supportlm import llamacpp
 from supportlm.bench.engine_tuning import TuningError, llama_bench
+from supportlm.render import Document, fmt
 from supportlm.runtime import ChildCrashed, check_exit, cpu_info
 
 TYPES = ("f16", "q8_0", "q4_k_m", "q4_0")
@@ -70,23 +71,21 @@ def compare(builds: dict[str, Path], models: dict[str, Path], threads: int = 2, 
 
 
 def to_markdown(r: dict[str, Any]) -> str:
-    names = list(r["builds"])
-    cpu = r["cpu"]
-    lines = [
-        "# llama.cpp builds compared (tokens/s, llama-bench, one run)",
-        "",
-        (f"CPU: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['isa'])}); {r['threads']} threads, "
-        f"{r['repeats']} repeats; model: bundled SmolLM2-135M requantized to each type."),
-        "",
-        "| type | test | " + " | ".join(names) + " | " + " | ".join(f"{n} / {names[0]}" for n in names[1:]) + " |",
-        "|---|---|" + "---:|" * (2 * len(names) - 1),
-    ]
-    for row in r["rows"]:
-        cells = [f"{row[n]:.1f}" if isinstance(row[n], float) else str(row[n]) for n in names]
-        ratios = [f"{row[f'{n}_vs_{names[0]}']:.2f}x" if row[f"{n}_vs_{names[0]}"] else "–" for n in names[1:]]
-        lines.append(f"| {row['type']} | {row['test']} | " + " | ".join(cells + ratios) + " |")
-    lines += ["", "Builds: " + "; ".join(f"`{n}` = {p}" for n, p in r["builds"].items()), ""]
-    return "\n".join(lines)
+    """tokens/s per GGUF type and test for every build, and each build's ratio to the first."""
+    names, cpu = list(r["builds"]), r["cpu"]
+    doc = Document()
+    doc.h(1, "llama.cpp builds compared (tokens/s, llama-bench, one run)")
+    doc.p(
+        f"CPU: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['isa'])}); {r['threads']} threads, "
+        f"{r['repeats']} repeats; model: bundled SmolLM2-135M requantized to each type."
+    )
+    ratio_keys = [f"{n}_vs_{names[0]}" for n in names[1:]]
+    rows = [[row["type"], row["test"], *(fmt(row[n], ".1f") for n in names),
+             *(f"{row[k]:.2f}x" if row[k] else "–" for k in ratio_keys)] for row in r["rows"]]  # fmt: skip
+    header = ["type", "test", *names, *(f"{n} / {names[0]}" for n in names[1:])]
+    doc.table(header, rows, align_right=range(2, len(header)))
+    doc.p("Builds: " + "; ".join(f"`{n}` = {p}" for n, p in r["builds"].items()))
+    return doc.to_md()
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - manual benchmark

@@ -36,6 +36,7 @@ from supportlm.bench.stack import Stack, bench_settings, serving_stack, warm_up
 from supportlm.bench.targets import hardware_info
 from supportlm.config import Params
 from supportlm.paths import Paths
+from supportlm.render import Document, fmt
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -330,44 +331,45 @@ def summarize(phases: dict[str, dict[str, Any]], p: Any, serve_p: Any) -> dict[s
 
 
 def render_markdown(r: dict[str, Any]) -> str:
-    hw = r["hardware"]
-    lines = [
-        "# Fairness between API keys",
-        "",
-        (
-            f"One abusive key ({r['load']['abuser_clients']} connections at full speed, {r['load']['abuser_max_tokens']}"
-            f"-token requests; Retry-After ignored, a refusal retried after {r['load']['abuser_retry_s']:g} s) and one polite key ({r['load']['polite_rps']:g} request/s, "
-            f"{r['load']['polite_max_tokens']} tokens), {r['load']['seconds']:g} s for the polite key's phases and "
-            f"{r['load']['short_seconds']:g} s for the others, through the gateway and "
-            f"llama-server ({r['model']}). CPU: {hw['cpu']} ({hw['cores']} cores; {', '.join(hw['isa'])}). "
-            "Ratios are measured within this one run."
-        ),
-        "",
-        (
-            f"Limits under test (`serve.limits`): {', '.join(f'{k}={v}' for k, v in r['limits'].items())}. "
-            "The *unfair* stack is the gateway before the defence: the same request rate per key, no per-key "
-            "slot or queue caps, no token budget."
-        ),
-        "",
-        "| target | goal | measured | met |",
-        "|---|---|---|---|",
-        *(
-            f"| {t['name']} | {t['goal']} | {t['measured']} | {'yes' if t['met'] else 'no'} |"
-            for t in r["targets"]
-        ),
-        "",
-        "| phase | key | requests | ok | statuses | p50 ms | p95 ms | tokens/s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for phase, data in r["phases"].items():
-        for who in ("polite", "abuser"):
-            if who in data:
-                d = data[who]
-                lines.append(f"| {phase} | {who} | {d['requests']} | {d['ok']} | "
-                             f"{', '.join(f'{s}: {n}' for s, n in d['statuses'].items())} | {d['p50_ms']} | "
-                             f"{d['p95_ms']} | {d['tokens_per_s']} |")  # fmt: skip
-    lines += ["", *(f"![{Path(x).stem}](plots/fairness/{Path(x).name})" for x in r.get("plots", [])), ""]
-    return "\n".join(lines)
+    """fairness.md: the load and limits under test, the targets, every phase per key, the plot."""
+    doc = Document()
+    doc.h(1, "Fairness between API keys")
+    doc.p(_setup_text(r))
+    doc.p(
+        f"Limits under test (`serve.limits`): {', '.join(f'{k}={v}' for k, v in r['limits'].items())}. "
+        "The *unfair* stack is the gateway before the defence: the same request rate per key, no per-key "
+        "slot or queue caps, no token budget."
+    )
+    targets = [[t["name"], t["goal"], t["measured"], t["met"]] for t in r["targets"]]
+    doc.table(["target", "goal", "measured", "met"], targets, align_right=[2])
+    doc.table(["phase", "key", "requests", "ok", "statuses", "p50 ms", "p95 ms", "tokens/s"], _phase_rows(r),
+              align_right=[2, 3, 5, 6, 7])  # fmt: skip
+    for x in r.get("plots", []):
+        doc.image(f"plots/fairness/{Path(x).name}", Path(x).stem)
+    return doc.to_md()
+
+
+def _setup_text(r: dict[str, Any]) -> str:
+    load, hw = r["load"], r["hardware"]
+    retry, rps = fmt(load["abuser_retry_s"], "g"), fmt(load["polite_rps"], "g")
+    return (
+        f"One abusive key ({load['abuser_clients']} connections at full speed, {load['abuser_max_tokens']}"
+        f"-token requests; Retry-After ignored, a refusal retried after {retry} s) and one polite key "
+        f"({rps} request/s, {load['polite_max_tokens']} tokens), {fmt(load['seconds'], 'g')} s for the "
+        f"polite key's phases and {fmt(load['short_seconds'], 'g')} s for the others, through the gateway "
+        f"and llama-server ({r['model']}). CPU: {hw['cpu']} ({hw['cores']} cores; {', '.join(hw['isa'])}). "
+        "Ratios are measured within this one run."
+    )
+
+
+def _phase_rows(r: dict[str, Any]) -> list[list[Any]]:
+    return [
+        [phase, who, d["requests"], d["ok"], ", ".join(f"{s}: {n}" for s, n in d["statuses"].items()),
+         fmt(d["p50_ms"], ",.1f"), fmt(d["p95_ms"], ",.1f"), fmt(d["tokens_per_s"], ",.1f")]
+        for phase, data in r["phases"].items()
+        for who in ("polite", "abuser")
+        if (d := data.get(who))
+    ]  # fmt: skip
 
 
 def plot(r: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -1,171 +1,166 @@
-"""reports/bench.md and reports/plots/bench/*.png from bench.json (nothing measured here)."""
+"""reports/bench.md (a render.Document) and reports/plots/bench/*.png from bench.json (nothing measured)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from supportlm.render import Code, Document, Strong, fmt, pct
+
 log = logging.getLogger("supportlm.bench")
 
 
-def fmt_number(x: Any, fmt: str = ",.1f") -> str:
-    return "–" if x is None else format(x, fmt)
-
-
 def render_markdown(r: dict[str, Any], reports: Path) -> str:
+    """bench.md: setup, targets, runs, bandwidth bound, engine tuning, serving config, plots, lineage."""
+    doc = Document()
+    for part in (_intro, _targets, _runs, _bandwidth, _tuning, _serving, _plots, _lineage):
+        part(doc, r)
+    return doc.to_md(reports)
+
+
+def _intro(doc: Document, r: dict[str, Any]) -> None:
     hw, s = r["hardware"], r["setup"]
-    lines = [
-        "# Serving benchmark",
-        "",
-        (
-            f"Model `{r['primary']}` ({r['model_source']}); base model `{r.get('base_model')}`. "
-            f"{hw['cores']} CPU cores ({hw['cpu']}), {hw['memory_gb']} GB RAM, no GPU; llama.cpp threads "
-            f"{hw['llama_threads']}, {hw['llama_parallel']} parallel slots. Load average before/after: "
-            f"{hw['loadavg_before'][0]:.2f} / {hw['loadavg_after'][0]:.2f} ({hw['note']})."
-        ),
-        "",
-        (
-            f"Locust, headless: {s['users']}; no think time (closed loop: concurrency = users); "
-            f"{s['level_seconds']:g} s per level, {s['max_new_tokens']} max new tokens, temperature "
-            f"{s['temperature']:g}, {s['prompts']} prompts from the test split. *engine* = llama-server's own "
-            "OpenAI endpoint (no gateway)."
-        ),
-        "",
-        "## Targets",
-        "",
-        "| target | goal | measured | | note |",
-        "|---|---|---:|---|---|",
-    ]
-    for t in r["targets"]:
-        lines.append(
-            f"| {t['name']} | {t['goal']} | {t['display']} | {'met' if t['met'] else '**missed**'} | "
-            f"{t['note']} |"
-        )
-    lines += [
-        "",
-        "## Runs",
-        "",
-        (
-            "| model | target | users | req | req/s | tok/s | p50 ms | p95 ms | p99 ms | mean ms | TTFT p50 ms | "
-            "ms/100 tok p50 | decode ms/100 tok p50 | errors |"
-        ),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for x in r["runs"]:
-        lines.append(
-            f"| {x['model']} | {x['target']} | {x['concurrency']} | {x['requests']} | {x['rps']:.2f} | "
-            f"{x['tokens_per_s']:,.1f} | {fmt_number(x['p50_ms'], ',.0f')} | {fmt_number(x['p95_ms'], ',.0f')} | "
-            f"{fmt_number(x['p99_ms'], ',.0f')} | {fmt_number(x['mean_ms'], ',.0f')} | {fmt_number(x['ttft_ms'], ',.0f')} | "
-            f"{fmt_number(x['ms_per_100_tokens'], ',.0f')} | {fmt_number(x.get('decode_ms_per_100_tokens'), ',.0f')} | "
-            f"{x['error_rate']:.1%} |"
-        )
+    doc.h(1, "Serving benchmark")
+    doc.p(
+        f"Model `{r['primary']}` ({r['model_source']}); base model `{r.get('base_model')}`. "
+        f"{hw['cores']} CPU cores ({hw['cpu']}), {hw['memory_gb']} GB RAM, no GPU; llama.cpp threads "
+        f"{hw['llama_threads']}, {hw['llama_parallel']} parallel slots. Load average before/after: "
+        f"{fmt(hw['loadavg_before'][0], '.2f')} / {fmt(hw['loadavg_after'][0], '.2f')} ({hw['note']})."
+    )
+    doc.p(
+        f"Locust, headless: {s['users']}; no think time (closed loop: concurrency = users); "
+        f"{fmt(s['level_seconds'], 'g')} s per level, {s['max_new_tokens']} max new tokens, temperature "
+        f"{fmt(s['temperature'], 'g')}, {s['prompts']} prompts from the test split. "
+        "*engine* = llama-server's own OpenAI endpoint (no gateway)."
+    )
+
+
+def _targets(doc: Document, r: dict[str, Any]) -> None:
+    doc.h(2, "Targets")
+    rows = [[t["name"], t["goal"], t["display"], "met" if t["met"] else Strong("missed"), t["note"]]
+            for t in r["targets"]]  # fmt: skip
+    doc.table(["target", "goal", "measured", "", "note"], rows, align_right=[2])
+
+
+_RUN_COLUMNS = (  # (header, key) of the ms columns, all printed as whole milliseconds
+    ("p50 ms", "p50_ms"), ("p95 ms", "p95_ms"), ("p99 ms", "p99_ms"), ("mean ms", "mean_ms"),
+    ("TTFT p50 ms", "ttft_ms"), ("ms/100 tok p50", "ms_per_100_tokens"),
+    ("decode ms/100 tok p50", "decode_ms_per_100_tokens"),
+)  # fmt: skip
+
+
+def _runs(doc: Document, r: dict[str, Any]) -> None:
+    doc.h(2, "Runs")
+    header = ["model", "target", "users", "req", "req/s", "tok/s", *(h for h, _ in _RUN_COLUMNS), "errors"]
+    rows = [[x["model"], x["target"], x["concurrency"], x["requests"], fmt(x["rps"], ".2f"),
+             fmt(x["tokens_per_s"], ",.1f"), *(fmt(x.get(k), ",.0f") for _, k in _RUN_COLUMNS),
+             pct(x["error_rate"])] for x in r["runs"]]  # fmt: skip
+    doc.table(header, rows, align_right=range(2, len(header)))
     o = r.get("gateway_overhead")
     if o and o.get("pairs"):
-        lines += [
-            "",
-            (
-                f"Gateway overhead, paired: {o['pairs']} pairs ({o['failed_pairs']} failed), median latency "
-                f"gateway {fmt_number(o['gateway_median_ms'], ',.0f')} ms vs engine "
-                f"{fmt_number(o['engine_median_ms'], ',.0f')} ms, identical replies in "
-                f"{o['pairs_with_equal_tokens']}/{o['pairs']} pairs; per-pair ratio p10-p90 "
-                f"{o['ratio_p10_p90']}. Method: {o['method']}."
-            ),
-        ]
+        gateway, engine = fmt(o["gateway_median_ms"], ",.0f"), fmt(o["engine_median_ms"], ",.0f")
+        doc.p(
+            f"Gateway overhead, paired: {o['pairs']} pairs ({o['failed_pairs']} failed), median latency "
+            f"gateway {gateway} ms vs engine {engine} ms, identical replies in "
+            f"{o['pairs_with_equal_tokens']}/{o['pairs']} pairs; per-pair ratio p10-p90 "
+            f"{o['ratio_p10_p90']}. Method: {o['method']}."
+        )
     failed = [x for x in r["runs"] if x.get("errors")]
     if failed:
-        lines += [
-            "",
-            "Failed requests by cause: "
-            + "; ".join(
-                f"{x['model']} {x['target']} {x['concurrency']} user{'s' if x['concurrency'] > 1 else ''}: "
-                + ", ".join(f"{k} x{v}" for k, v in x["errors"].items())
-                for x in failed
-            )
-            + ".",
-        ]
-    lines += [
-        "",
-        (
-            "Latency percentiles come from Locust's histogram (100 ms buckets above 1 s); means are exact. "
-            "ms/100 tok = each request's latency x 100 / its completion tokens (prompt processing included); "
-            "decode ms/100 tok = streamed requests' time after the first token x 100 / (tokens - 1)."
-        ),
-        "",
-        "## Memory-bandwidth bound",
-        "",
-        (
-            f"Read bandwidth {r['bandwidth']['gb_s']:.1f} GB/s ({r['bandwidth']['method']}). Bound = read "
-            "bandwidth / GGUF bytes (decoding reads every weight once per token)."
-            + (
-                f" For reference, a 1-thread copy: {r['bandwidth']['copy']['gb_s']:.1f} GB/s read+write."
-                if r["bandwidth"].get("copy")
-                else ""
-            )
-        ),
-        "",
-        "| model | size MB | bound tok/s | decode tok/s (llama-bench) | fraction |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for b in r["bandwidth"]["models"]:
-        frac = f"{b['fraction_of_bound']:.0%}" if b["fraction_of_bound"] is not None else "–"
-        lines.append(
-            f"| {b['model']} | {b['size_bytes'] / 1e6:,.1f} | {b['bound_tokens_per_s']:,.0f} | "
-            f"{fmt_number(b['decode_tokens_per_s'])} | {frac} |"
+        causes = (
+            f"{x['model']} {x['target']} {x['concurrency']} user{'s' if x['concurrency'] > 1 else ''}: "
+            + ", ".join(f"{k} x{v}" for k, v in x["errors"].items())
+            for x in failed
         )
+        doc.p("Failed requests by cause: " + "; ".join(causes) + ".")
+    doc.p(
+        "Latency percentiles come from Locust's histogram (100 ms buckets above 1 s); means are exact. "
+        "ms/100 tok = each request's latency x 100 / its completion tokens (prompt processing included); "
+        "decode ms/100 tok = streamed requests' time after the first token x 100 / (tokens - 1)."
+    )
+
+
+def _bandwidth(doc: Document, r: dict[str, Any]) -> None:
+    bw = r["bandwidth"]
+    copy = (
+        f" For reference, a 1-thread copy: {fmt(bw['copy']['gb_s'], '.1f')} GB/s read+write."
+        if bw.get("copy")
+        else ""
+    )
+    doc.h(2, "Memory-bandwidth bound")
+    doc.p(
+        f"Read bandwidth {fmt(bw['gb_s'], '.1f')} GB/s ({bw['method']}). Bound = read bandwidth / GGUF bytes "
+        f"(decoding reads every weight once per token).{copy}"
+    )
+    rows = [[b["model"], fmt(b["size_bytes"] / 1e6, ",.1f"), fmt(b["bound_tokens_per_s"], ",.0f"),
+             fmt(b["decode_tokens_per_s"], ",.1f"), pct(b["fraction_of_bound"], 0)]
+            for b in bw["models"]]  # fmt: skip
+    doc.table(["model", "size MB", "bound tok/s", "decode tok/s (llama-bench)", "fraction"], rows,
+              align_right=[1, 2, 3, 4])  # fmt: skip
+
+
+def _tuning_row(row: dict[str, Any]) -> list[str]:
+    vs = row.get("vs_baseline")
+    return [row["group"], row["config"], fmt(row["ms_per_100_tokens"], ",.0f"),
+            fmt(row["tokens_per_s"], ",.1f"), "–" if vs is None else f"{vs:.2f}x", _tuning_note(row)]  # fmt: skip
+
+
+def _tuning_note(row: dict[str, Any]) -> str:
+    note = []
+    if row.get("prompt_256_ms") is not None:
+        note.append(f"256-token prompt {fmt(row['prompt_256_ms'], ',.0f')} ms")
+    if row.get("draft_acceptance") is not None:
+        note.append(f"draft acceptance {pct(row['draft_acceptance'], 0)}")
+    if row.get("error"):
+        note.append(f"failed: {row['error']}")
+    return "; ".join(note)
+
+
+def _tuning(doc: Document, r: dict[str, Any]) -> None:
     t = r.get("tuning")
-    if t:
-        lines += [
-            "",
-            f"## Engine tuning ({t['seconds']:.0f} s)",
-            "",
-            "One change at a time; *vs first* = the group's first row's ms / this row's ms (> 1 = faster).",
-            "",
-            "| group | config | ms / 100 tokens | tok/s | vs first | note |",
-            "|---|---|---:|---:|---:|---|",
-        ]
-        for row in t["rows"]:
-            note = []
-            if row.get("prompt_256_ms") is not None:
-                note.append(f"256-token prompt {row['prompt_256_ms']:,.0f} ms")
-            if row.get("draft_acceptance") is not None:
-                note.append(f"draft acceptance {row['draft_acceptance']:.0%}")
-            if row.get("error"):
-                note.append(f"failed: {row['error']}")
-            vs = f"{row['vs_baseline']:.2f}x" if row.get("vs_baseline") is not None else "–"
-            lines.append(
-                f"| {row['group']} | {row['config']} | {fmt_number(row['ms_per_100_tokens'], ',.0f')} | "
-                f"{fmt_number(row['tokens_per_s'])} | {vs} | {'; '.join(note)} |"
-            )
-        rec = t["recommended"]
-        lines += [
-            "",
-            "Recommended `serve.llama` (changes >= 5% faster only): "
-            f"`threads: {rec['threads']}`"
-            + (
-                f", `batch_size: {rec['batch_size']}`, `ubatch_size: {rec['ubatch_size']}`"
-                if rec.get("ubatch_size")
-                else ""
-            )
-            + f", `extra_args: {json.dumps(rec['extra_args'])}`; fastest decode: `{rec['fastest_variant']}`.",
-        ]
-    sv = r.get("serving") or {}
-    if sv:
-        lines += ["", "## Serving config under test", "", "| setting | value |", "|---|---|"]
-        lines += [f"| {k} | `{v}` |" for k, v in sv.items()]
+    if not t:
+        return
+    doc.h(2, f"Engine tuning ({fmt(t['seconds'], '.0f')} s)")
+    doc.p("One change at a time; *vs first* = the group's first row's ms / this row's ms (> 1 = faster).")
+    rows = [_tuning_row(row) for row in t["rows"]]
+    doc.table(
+        ["group", "config", "ms / 100 tokens", "tok/s", "vs first", "note"], rows, align_right=[2, 3, 4]
+    )
+    rec = t["recommended"]
+    batch = (
+        f", `batch_size: {rec['batch_size']}`, `ubatch_size: {rec['ubatch_size']}`"
+        if rec.get("ubatch_size")
+        else ""
+    )
+    doc.p(
+        f"Recommended `serve.llama` (changes >= 5% faster only): `threads: {rec['threads']}`{batch}, "
+        f"`extra_args: {json.dumps(rec['extra_args'])}`; fastest decode: `{rec['fastest_variant']}`."
+    )
+
+
+def _serving(doc: Document, r: dict[str, Any]) -> None:
+    if r.get("serving"):
+        doc.h(2, "Serving config under test")
+        doc.table(["setting", "value"], [[k, Code(str(v))] for k, v in r["serving"].items()])
+
+
+def _plots(doc: Document, r: dict[str, Any]) -> None:
     if r.get("plots"):
-        lines += ["", "## Plots", ""]
+        doc.h(2, "Plots")
         for pth in r["plots"]:
-            rel = Path(pth)
-            with contextlib.suppress(ValueError):
-                rel = Path(pth).resolve().relative_to(reports.resolve())
-            lines.append(f"![{Path(pth).stem}]({rel.as_posix()})")
-    lines += ["", "## Lineage", "", f"- params hash `{r['params_hash']}` (bench + serve blocks)",
-              f"- base model `{r.get('base_model')}`", f"- git `{r['git_sha']}`",
-              f"- stage wall time {r['seconds']:,.0f} s", ""]  # fmt: skip
-    return "\n".join(lines)
+            doc.image(Path(pth).resolve(), Path(pth).stem)  # to_md links it relative to reports/
+
+
+def _lineage(doc: Document, r: dict[str, Any]) -> None:
+    doc.h(2, "Lineage")
+    doc.bullets([
+        f"params hash `{r['params_hash']}` (bench + serve blocks)",
+        f"base model `{r.get('base_model')}`",
+        f"git `{r['git_sha']}`",
+        f"stage wall time {fmt(r['seconds'], ',.0f')} s",
+    ])  # fmt: skip
 
 
 def _levels_axis(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:

@@ -47,7 +47,7 @@ from typing import Any
 from supportlm.bench.console import say
 from supportlm.bench.inputs import build_prompts, resolve_variants
 from supportlm.bench.locust import parse_locust_stats, run_locust
-from supportlm.bench.report import fmt_number, plot, render_markdown
+from supportlm.bench.report import plot, render_markdown
 from supportlm.bench.stack import (
     Stack,
     bench_settings,
@@ -60,6 +60,7 @@ from supportlm.bench.stack import (
 from supportlm.bench.targets import build_targets, hardware_info, size_reduction_info
 from supportlm.config import Params
 from supportlm.paths import Paths
+from supportlm.render import fmt
 
 log = logging.getLogger("supportlm.bench")
 
@@ -159,9 +160,9 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
             runs.append(run)
             say(
                 f"{model:7s} {target:7s} c={c:<3d} {run['requests']:4d} req  {run['rps']:6.2f} req/s "
-                f"{run['tokens_per_s']:7.1f} tok/s  p50 {fmt_number(run['p50_ms'], '7.0f')} ms  p95 "
-                f"{fmt_number(run['p95_ms'], '7.0f')} ms  ttft {fmt_number(run['ttft_ms'], '6.0f')} ms  "
-                f"{fmt_number(run['ms_per_100_tokens'], '6.0f')} ms/100tok  err {run['error_rate']:.1%}"
+                f"{run['tokens_per_s']:7.1f} tok/s  p50 {fmt(run['p50_ms'], '7.0f')} ms  p95 "
+                f"{fmt(run['p95_ms'], '7.0f')} ms  ttft {fmt(run['ttft_ms'], '6.0f')} ms  "
+                f"{fmt(run['ms_per_100_tokens'], '6.0f')} ms/100tok  err {run['error_rate']:.1%}"
             )
 
         settings = bench_settings(

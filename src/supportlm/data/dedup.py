@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from supportlm.data.text import normalize_for_match
-
 
 _WORD = re.compile(r"\w+|\{\{[^}]*\}\}")
 
@@ -80,9 +79,13 @@ def find_near_duplicates(
     return dupes
 
 
-def near_duplicate_groups(sigs: Sequence[MinHash], threshold: float) -> np.ndarray:
-    """Connected components of the LSH 'similar >= threshold' graph (union-find); one group id per row."""
-    parent = np.arange(len(sigs))
+def connected_components(n: int, edges: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Union-find over `n` items; each item's label is the smallest index in its component.
+
+    Smallest-index labels depend only on which items are connected, never on edge
+    order, so group ids (and the split assigned from them) are stable.
+    """
+    parent = list(range(n))
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -90,14 +93,27 @@ def near_duplicate_groups(sigs: Sequence[MinHash], threshold: float) -> np.ndarr
             x = parent[x]
         return x
 
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)  # the root stays the component's smallest index
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
+def near_duplicate_edges(sigs: Sequence[MinHash], threshold: float) -> list[tuple[int, int]]:
+    """(row, earlier row) pairs with estimated Jaccard >= threshold, found through an LSH index."""
+    edges: list[tuple[int, int]] = []
     if not sigs:
-        return parent
+        return edges
     lsh = MinHashLSH(threshold=threshold, num_perm=len(sigs[0].hashvalues))
     for i, sig in enumerate(sigs):
         for cand in lsh.query(sig):
             if sig.jaccard(sigs[cand]) >= threshold:
-                a, b = find(i), find(cand)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+                edges.append((i, cand))
         lsh.insert(i, sig)
-    return np.array([find(i) for i in range(len(sigs))])
+    return edges
+
+
+def near_duplicate_groups(sigs: Sequence[MinHash], threshold: float) -> np.ndarray:
+    """Connected components of the LSH 'similar >= threshold' graph; one group id per row."""
+    return connected_components(len(sigs), near_duplicate_edges(sigs, threshold))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from supportlm.chat_template import assistant_spans
 from supportlm.config import FormatParams, Params
 from supportlm.data.schema import Record, read_records
 from supportlm.errors import DataError
@@ -28,20 +29,9 @@ def to_chat(rec: Record, system_prompt: str) -> list[dict[str, str]]:
 
 
 def assistant_token_count(tokenizer: Any, messages: list[dict[str, str]]) -> int:
-    """Tokens inside assistant turns: prefix lengths before/after each assistant turn."""
-    total = 0
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=True, add_generation_prompt=True)
-        after = tokenizer.apply_chat_template(messages[: i + 1], tokenize=True)
-        total += len(_ids(after)) - len(_ids(before))
-    return total
-
-
-def _ids(x: Any) -> list[int]:
-    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True)
-    return list(x["input_ids"]) if hasattr(x, "keys") else list(x)
+    """Tokens inside assistant turns (the ones the trainer computes loss on)."""
+    _, spans, _ = assistant_spans(tokenizer, messages)
+    return sum(end - start for start, end in spans)
 
 
 def format_split(records: Sequence[Record], tokenizer: Any, p: FormatParams) -> tuple[list[dict], dict]:

@@ -37,7 +37,7 @@ class LabelIssues:
         return [{"given": g, "predicted": p, "count": c} for (g, p), c in ranked]
 
 
-def _require_cleanlab():  # noqa: ANN202
+def _require_cleanlab():
     try:
         import cleanlab.filter
         import cleanlab.rank

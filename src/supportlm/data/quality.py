@@ -8,8 +8,8 @@ no external resources), plus PNG plots under `plots/quality/`.
 This module assembles the sections, the warnings and the summary, and writes the files;
 the parts live next to it, one concern each: quality_metrics (the measured sections),
 quality_defects (scores against the synthetic ground truth), quality_plots (PNGs),
-quality_document (the readable layout) and quality_render (Markdown + HTML from one
-list of blocks, so both always say the same thing).
+quality_document (the readable layout, rendered to Markdown and HTML by supportlm.render,
+the one document model every report uses).
 """
 
 from __future__ import annotations
@@ -142,10 +142,7 @@ def _build(
     (reports_dir / "data_quality.json").write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    (reports_dir / "data_quality.md").write_text(doc.to_md(), encoding="utf-8")
-    (reports_dir / "data_quality.html").write_text(
-        doc.to_html("Data quality report", reports_dir), encoding="utf-8"
-    )
+    doc.write(reports_dir / "data_quality.md", html_title="Data quality report")
     return report
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from supportlm.data.quality_metrics import FIELDS, LENGTH_BINS, PII_TYPES, row_texts
 from supportlm.data.quality_plots import PLOT_FILES, PLOTS_SUBDIR
-from supportlm.data.quality_render import Document, format_value
+from supportlm.render import Document, format_value
 
 EXAMPLES_PER_REASON = 2
 EXAMPLE_CHARS = 120
@@ -59,7 +59,7 @@ def build_document(report: dict, examples: list[dict], plots: dict[str, Path]) -
 
     def image(key: str, alt: str) -> None:
         if key in plots:
-            d.img(alt, f"{PLOTS_SUBDIR}/{PLOT_FILES[key]}")
+            d.image(f"{PLOTS_SUBDIR}/{PLOT_FILES[key]}", alt)
 
     d.h(1, "Data quality report")
     d.p(f"Data version: git `{dv.get('git_sha') or 'unknown'}`.")

@@ -44,14 +44,23 @@ def _open_text(path: Path, encoding: str) -> io.TextIOBase:
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
-    # strict decoding: a wrong codec must stop loudly, never silently replace characters
-    return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+    # strict decoding: a wrong codec must stop loudly, never silently replace characters;
+    # the handle is returned open, the caller closes it
+    return io.TextIOWrapper(
+        gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb"),
+        encoding=encoding,
+        errors="strict",
+        newline="",
+    )
 
 
 def _decode_error(path: Path, encoding: str) -> DataError:
     """Find the first undecodable byte in the whole file (error path only) and name its line."""
-    data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as fh:
+            data = fh.read()
+    else:
+        data = path.read_bytes()
     try:
         data.decode(encoding)
         where, bad = "", b"?"

@@ -33,29 +33,16 @@ def signatures(records: Sequence[Record], dedup_p: DedupParams) -> list:
 
 
 def group_ids(records: Sequence[Record], p: SplitParams, sigs: Sequence) -> list[str]:
-    """A group id per record: union of conversation ids and near-duplicate components."""
-    comp = dedup.near_duplicate_groups(sigs, p.group_threshold)
-    # merge components that share a conversation id
-    parent = {int(c): int(c) for c in set(comp.tolist())}
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    first_comp_of_conv: dict[str, int] = {}
-    for r, c in zip(records, comp, strict=True):
+    """Per record, the id of the first record in its group (near-duplicate or same-conversation links)."""
+    if len(sigs) != len(records):
+        raise ValueError(f"{len(records)} records but {len(sigs)} signatures")
+    edges = dedup.near_duplicate_edges(sigs, p.group_threshold)
+    first_of_conv: dict[str, int] = {}
+    for i, r in enumerate(records):
         conv = r.meta.get("conversation_id")
-        if conv is None:
-            continue
-        key = f"{r.source}:{conv}"
-        if key in first_comp_of_conv:
-            a, b = find(first_comp_of_conv[key]), find(int(c))
-            parent[max(a, b)] = min(a, b)
-        else:
-            first_comp_of_conv[key] = int(c)
-    return [records[find(int(c))].id for c in comp]
+        if conv is not None:
+            edges.append((first_of_conv.setdefault(f"{r.source}:{conv}", i), i))
+    return [records[c].id for c in dedup.connected_components(len(records), edges)]
 
 
 def assign(records: Sequence[Record], groups: Sequence[str], p: SplitParams) -> dict[str, list[Record]]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from supportlm.data.schema import INTENT_TO_CATEGORY, INTENTS
@@ -142,17 +141,17 @@ _BUILDERS = {"qa": _qa, "conversation": _conversation, "ticket": _ticket}
 def clean_rows(n: int, kinds: dict[str, float], rng: random.Random) -> tuple[list[Row], set[bytes]]:
     """`n` defect-free rows; exact (normalized) repeats are re-drawn so duplicates are only the injected ones."""
     intents = list(INTENTS)
-    intent_cum = _cumulative([INTENT_SPECS[i].weight for i in intents])
+    intent_cum = list(accumulate(INTENT_SPECS[i].weight for i in intents))
     kind_names = sorted(kinds)
-    kind_cum = _cumulative([kinds[k] for k in kind_names])
-    reg_cum = _cumulative(REGISTER_WEIGHTS)
+    kind_cum = list(accumulate(kinds[k] for k in kind_names))
+    reg_cum = list(accumulate(REGISTER_WEIGHTS))
     seen: set[bytes] = set()
     rows: list[Row] = []
     for _ in range(n):
         for _attempt in range(20):
-            spec = INTENT_SPECS[intents[_pick(intent_cum, rng)]]
-            kind = kind_names[_pick(kind_cum, rng)]
-            register = REGISTERS[_pick(reg_cum, rng)]
+            spec = INTENT_SPECS[rng.choices(intents, cum_weights=intent_cum)[0]]
+            kind = rng.choices(kind_names, cum_weights=kind_cum)[0]
+            register = rng.choices(REGISTERS, cum_weights=reg_cum)[0]
             row = _BUILDERS[kind](spec, register, rng)
             key = row.key()
             if key not in seen:
@@ -163,16 +162,3 @@ def clean_rows(n: int, kinds: dict[str, float], rng: random.Random) -> tuple[lis
         seen.add(key)
         rows.append(row)
     return rows, seen
-
-
-def _cumulative(weights: Sequence[float]) -> list[float]:
-    total, out = 0.0, []
-    for w in weights:
-        total += w
-        out.append(total)
-    return out
-
-
-def _pick(cum: list[float], rng: random.Random) -> int:
-    """Weighted index draw (what random.choices does, without building a list each call)."""
-    return min(bisect.bisect_right(cum, rng.random() * cum[-1]), len(cum) - 1)

@@ -8,14 +8,27 @@ from typing import Any
 
 from supportlm.evaluate import metrics as m
 from supportlm.evaluate.inputs import SYSTEMS
+from supportlm.render import Document, Strong, fmt, signed
 
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
+HEADLINE = (  # (key, label, decimals)
+    ("perplexity", "perplexity (reference reply) ↓", 2),
+    ("bleu", "BLEU", 2),
+    ("rouge1", "ROUGE-1", 3),
+    ("rouge2", "ROUGE-2", 3),
+    ("rougeL", "ROUGE-L", 3),
+    ("intent_accuracy", "intent addressed (classifier acc.)", 3),
+)
+CHECKS = (
+    ("placeholder_recall", "placeholders kept (recall)"),
+    ("placeholder_all_kept_rate", "rows with every placeholder kept"),
+    ("invented_placeholder_rate", "rows with invented placeholders ↓"),
+    ("length_ratio_median", "length ratio vs reference (median)"),
+    ("too_short_rate", "too short (< 0.5x) ↓"),
+    ("too_long_rate", "too long (> 2x) ↓"),
+    ("empty_rate", "empty ↓"),
+    ("degenerate_rate", "degenerate ↓"),
+    ("repeated_ngram_rate", "repeated n-gram rate ↓"),
+)
 
 
 def render_markdown(
@@ -26,132 +39,131 @@ def render_markdown(
     n_examples: int,
     reports: Path,
 ) -> str:
-    b, f = result["base"], result["finetuned"]
-    lines = [
-        "# Evaluation: base vs fine-tuned",
-        "",
-        (
-            f"{result['sample']['rows']} test rows ({result['sample']['intents']} intents, seed "
-            f"{result['sample']['seed']}), greedy decoding, max {result['sample']['max_new_tokens']} new tokens; "
-            f"base model `{result['base_model']}`; params hash `{result['params_hash']}`; "
-            f"stage time {result['timing']['total_s']:.0f} s."
-        ),
-        "",
-        "| metric | base | fine-tuned | delta |",
-        "|---|---:|---:|---:|",
-    ]
-    for k, lab, d in (
-        ("perplexity", "perplexity (reference reply) ↓", 2),
-        ("bleu", "BLEU", 2),
-        ("rouge1", "ROUGE-1", 3),
-        ("rouge2", "ROUGE-2", 3),
-        ("rougeL", "ROUGE-L", 3),
-        ("intent_accuracy", "intent addressed (classifier acc.)", 3),
-    ):
-        lines.append(f"| {lab} | {_fmt(b[k], d)} | {_fmt(f[k], d)} | {_fmt(f[k] - b[k], d)} |")
-    lines.append(
-        f"\nIntent classifier accuracy on the reference replies (ceiling): "
-        f"{result['intent_accuracy_reference']:.3f}.\n"
-    )
-    lines += ["## Support checks", "", "| check | base | fine-tuned |", "|---|---:|---:|"]
-    for k, lab in (
-        ("placeholder_recall", "placeholders kept (recall)"),
-        ("placeholder_all_kept_rate", "rows with every placeholder kept"),
-        ("invented_placeholder_rate", "rows with invented placeholders ↓"),
-        ("length_ratio_median", "length ratio vs reference (median)"),
-        ("too_short_rate", "too short (< 0.5x) ↓"),
-        ("too_long_rate", "too long (> 2x) ↓"),
-        ("empty_rate", "empty ↓"),
-        ("degenerate_rate", "degenerate ↓"),
-        ("repeated_ngram_rate", "repeated n-gram rate ↓"),
-    ):
-        lines.append(f"| {lab} | {_fmt(b['checks'][k])} | {_fmt(f['checks'][k])} |")
-    lines += [
-        "",
-        "## Per slice",
-        "",
-        "| slice | n | ROUGE-L base | ROUGE-L ft | ppl base | ppl ft |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for k, v in result["per_slice"].items():
-        lines.append(
-            f"| {k} | {v['base']['num_samples']} | {_fmt(v['base']['rougeL'])} | "
-            f"{_fmt(v['finetuned']['rougeL'])} | {_fmt(v['base']['perplexity'], 2)} | "
-            f"{_fmt(v['finetuned']['perplexity'], 2)} |"
-        )
-    lines += [
-        "",
-        "## Per intent",
-        "",
-        "| intent | n | ROUGE-L base | ROUGE-L ft | intent acc base | intent acc ft |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for k in sorted(f["per_intent"], key=lambda i: f["per_intent"][i]["rougeL"]):
-        bi, fi = b["per_intent"][k], f["per_intent"][k]
-        lines.append(
-            f"| {k} | {fi['num_samples']} | {_fmt(bi['rougeL'])} | {_fmt(fi['rougeL'])} | "
-            f"{_fmt(bi.get('intent_accuracy'), 2)} | {_fmt(fi.get('intent_accuracy'), 2)} |"
-        )
+    """reports/eval.md (images relative to `reports`)."""
+    return build_document(result, examples, runs, rows_scores, n_examples).to_md(reports)
+
+
+def build_document(
+    result: dict[str, Any],
+    examples: Sequence[m.Example],
+    runs: dict[str, Any],
+    rows_scores: dict[str, list[dict[str, Any]]],
+    n_examples: int,
+) -> Document:
+    """Headline metrics, support checks, per slice/intent, human eval, plots, examples, timing."""
+    doc = Document()
+    doc.h(1, "Evaluation: base vs fine-tuned")
+    _headline(doc, result)
+    _checks(doc, result)
+    _per_slice(doc, result)
+    _per_intent(doc, result)
     if "human_eval_sheet" in result:
-        s = result["human_eval_sheet"]
-        lines += [
-            "",
-            "## Human evaluation",
-            "",
-            (
-                f"Blind A/B sheet with {s['items']} rows: `{s['sheet']}` (spreadsheet) or `{s['html']}` "
-                f"(open in a browser). Score filled sheets with `supportlm human-eval score FILES --key {s['key']}` "
-                "(writes reports/human_eval.json; `make report` shows the win rate)."
-            ),
-        ]
-    lines += ["", "## Plots", ""] + [
-        f"![{Path(pth).stem}]({Path(pth).relative_to(reports)})" for pth in result["plots"]
-    ]
-    lines += ["", "## Examples", ""]
-    # examples: the rows where fine-tuning changed ROUGE-L most (both directions) + a random one
+        _human_eval(doc, result["human_eval_sheet"])
+    doc.h(2, "Plots")
+    for pth in result["plots"]:
+        doc.image(Path(pth).resolve(), Path(pth).stem)
+    doc.h(2, "Examples")
+    for i in pick_examples(rows_scores, n_examples):
+        _example(doc, examples[i], runs, rows_scores, i)
+    _timing(doc, result)
+    return doc
+
+
+def _headline(doc: Document, result: dict[str, Any]) -> None:
+    s, b, f = result["sample"], result["base"], result["finetuned"]
+    doc.p(
+        f"{s['rows']} test rows ({s['intents']} intents, seed {s['seed']}), greedy decoding, max "
+        f"{s['max_new_tokens']} new tokens; base model `{result['base_model']}`; params hash "
+        f"`{result['params_hash']}`; stage time {result['timing']['total_s']:.0f} s."
+    )
+    rows = [(lab, fmt(b[k], f".{d}f"), fmt(f[k], f".{d}f"), signed(f[k] - b[k], d)) for k, lab, d in HEADLINE]
+    doc.table(["metric", "base", "fine-tuned", "delta"], rows, align_right=(1, 2, 3))
+    doc.p(
+        "Intent classifier accuracy on the reference replies (ceiling): "
+        f"{fmt(result['intent_accuracy_reference'], '.3f')}."
+    )
+
+
+def _checks(doc: Document, result: dict[str, Any]) -> None:
+    b, f = result["base"]["checks"], result["finetuned"]["checks"]
+    doc.h(2, "Support checks")
+    rows = [(lab, fmt(b[k], ".3f"), fmt(f[k], ".3f")) for k, lab in CHECKS]
+    doc.table(["check", "base", "fine-tuned"], rows, align_right=(1, 2))
+
+
+def _per_slice(doc: Document, result: dict[str, Any]) -> None:
+    doc.h(2, "Per slice")
+    rows = [
+        (k, v["base"]["num_samples"], fmt(v["base"]["rougeL"], ".3f"), fmt(v["finetuned"]["rougeL"], ".3f"),
+         fmt(v["base"]["perplexity"], ".2f"), fmt(v["finetuned"]["perplexity"], ".2f"))
+        for k, v in result["per_slice"].items()
+    ]  # fmt: skip
+    head = ["slice", "n", "ROUGE-L base", "ROUGE-L ft", "ppl base", "ppl ft"]
+    doc.table(head, rows, align_right=range(1, 6))
+
+
+def _per_intent(doc: Document, result: dict[str, Any]) -> None:
+    b, f = result["base"]["per_intent"], result["finetuned"]["per_intent"]
+    doc.h(2, "Per intent")
+    rows = [
+        (k, f[k]["num_samples"], fmt(b[k]["rougeL"], ".3f"), fmt(f[k]["rougeL"], ".3f"),
+         fmt(b[k].get("intent_accuracy"), ".2f"), fmt(f[k].get("intent_accuracy"), ".2f"))
+        for k in sorted(f, key=lambda i: f[i]["rougeL"])
+    ]  # fmt: skip
+    head = ["intent", "n", "ROUGE-L base", "ROUGE-L ft", "intent acc base", "intent acc ft"]
+    doc.table(head, rows, align_right=range(1, 6))
+
+
+def _human_eval(doc: Document, s: dict[str, Any]) -> None:
+    doc.h(2, "Human evaluation")
+    doc.p(
+        f"Blind A/B sheet with {s['items']} rows: `{s['sheet']}` (spreadsheet) or `{s['html']}` "
+        f"(open in a browser). Score filled sheets with `supportlm human-eval score FILES --key {s['key']}` "
+        "(writes reports/human_eval.json; `make report` shows the win rate)."
+    )
+
+
+def pick_examples(rows_scores: dict[str, list[dict[str, Any]]], n: int) -> list[int]:
+    """Up to `n` row indices: the biggest ROUGE-L gains from fine-tuning, the biggest loss, a middle row."""
     gain = sorted(
-        range(len(examples)),
+        range(len(rows_scores["base"])),
         key=lambda i: rows_scores["finetuned"][i]["rougeL"] - rows_scores["base"][i]["rougeL"],
     )
     picks: list[int] = []
-    for i in [*gain[::-1][: max(1, n_examples - 2)], gain[0], len(examples) // 2]:
-        if i not in picks and len(picks) < n_examples:
+    for i in [*gain[::-1][: max(1, n - 2)], gain[0], len(gain) // 2]:
+        if i not in picks and len(picks) < n:
             picks.append(i)
-    for i in picks:
-        e = examples[i]
-        user = next(x["content"] for x in reversed(e.prompt) if x["role"] == "user")
-        lines += [
-            f"### `{e.id}` ({e.intent}, {e.kind})",
-            "",
-            "| | reply | ROUGE-L |",
-            "|---|---|---:|",
-            f"| **customer** | {_cell(user)} | |",
-            f"| **reference** | {_cell(e.reference)} | |",
-            f"| **base** | {_cell(runs['base']['replies'][i])} | {rows_scores['base'][i]['rougeL']:.3f} |",
-            (
-                f"| **fine-tuned** | {_cell(runs['finetuned']['replies'][i])} | "
-                f"{rows_scores['finetuned'][i]['rougeL']:.3f} |"
-            ),
-            "",
-        ]
+    return picks
+
+
+def _example(
+    doc: Document, e: m.Example, runs: dict[str, Any], rows_scores: dict[str, list[dict[str, Any]]], i: int
+) -> None:
+    user = next(x["content"] for x in reversed(e.prompt) if x["role"] == "user")
+    doc.h(3, f"`{e.id}` ({e.intent}, {e.kind})")
+    rows = [
+        (Strong("customer"), reply_cell(user), ""),
+        (Strong("reference"), reply_cell(e.reference), ""),
+        *((Strong(lab), reply_cell(runs[name]["replies"][i]), fmt(rows_scores[name][i]["rougeL"], ".3f"))
+          for name, lab in (("base", "base"), ("finetuned", "fine-tuned"))),
+    ]  # fmt: skip
+    doc.table(["", "reply", "ROUGE-L"], rows, align_right=(2,))
+
+
+def _timing(doc: Document, result: dict[str, Any]) -> None:
     t = result["timing"]
-    lines += [
-        "## Timing",
-        "",
-        (
-            f"base: generate {t['base_generate_s']:.0f} s ({t['base_batched_tokens_per_s']} tok/s batched), "
-            f"perplexity {t['base_perplexity_s']:.0f} s; fine-tuned: generate {t['finetuned_generate_s']:.0f} s "
-            f"({t['finetuned_batched_tokens_per_s']} tok/s), perplexity {t['finetuned_perplexity_s']:.0f} s; "
-            f"{t['torch_threads']} torch threads; peak RSS {result['peak_rss_mb']:,.0f} MB."
-        ),
-        "",
-    ]
-    return "\n".join(lines)
+    doc.h(2, "Timing")
+    doc.p(
+        f"base: generate {t['base_generate_s']:.0f} s ({t['base_batched_tokens_per_s']} tok/s batched), "
+        f"perplexity {t['base_perplexity_s']:.0f} s; fine-tuned: generate {t['finetuned_generate_s']:.0f} s "
+        f"({t['finetuned_batched_tokens_per_s']} tok/s), perplexity {t['finetuned_perplexity_s']:.0f} s; "
+        f"{t['torch_threads']} torch threads; peak RSS {fmt(result['peak_rss_mb'], ',.0f')} MB."
+    )
 
 
-def _cell(text: str, limit: int = 600) -> str:
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+def reply_cell(text: str, limit: int = 600) -> str:
+    """A reply for a table cell: cut at `limit` characters, "_(empty)_" when empty."""
+    return (text if len(text) <= limit else text[: limit - 1] + "…") or "_(empty)_"
 
 
 def plot_eval(

@@ -1,4 +1,5 @@
-"""The check's report: gpu_check.json (DESIGN.md's keys + every step's details) and gpu_check.md."""
+"""The check's report: gpu_check.json (DESIGN.md's keys + every step's details) and gpu_check.md
+(a render.Document; render.py is stdlib only, so this still runs with just torch/transformers/peft)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from supportlm.gpu_check.probe import versions
 from supportlm.gpu_check.runner import Run
+from supportlm.render import Document, fmt
 
 
 def write_report(run: Run) -> dict[str, Any]:
@@ -85,100 +87,74 @@ def assemble(run: Run) -> dict[str, Any]:
 
 def markdown(rep: dict[str, Any]) -> str:
     """gpu_check.md: every step's status, then QLoRA, resume, generation and bitsandbytes numbers."""
+    s, v = rep["model_shape"], rep["versions"]
+    doc = Document()
+    doc.h(1, "GPU check")
+    doc.p(
+        f"{rep['device']}; torch {v['torch']} (CUDA {rep['device_info'].get('torch_cuda')}), transformers "
+        f"{v['transformers']}, peft {v['peft']}, bitsandbytes {v['bitsandbytes']}. Model: {s['name']} shape "
+        f"({s['architecture']}, hidden {s['hidden']}, vocab {s['vocab']}), random weights: "
+        f"{s['layers_timed']} layers for the timed steps, {s['layers_full']} for the full-depth rows. "
+        f"Wall time {fmt(rep['wall_s'], ',.1f')} s."
+    )
+    steps = [[n, "yes" if st["ok"] else "NO", fmt(st["seconds"], ",.1f"), fmt(st.get("peak_mem_mb"), ",.0f"),
+              (st.get("error") or "")[:160]] for n, st in rep["steps"].items()]  # fmt: skip
+    doc.table(["step", "ok", "seconds", "peak MB", "note"], steps, align_right=[2, 3])
+    doc.table(_QLORA_HEADER, _qlora_rows(rep), align_right=range(1, 6))
+    if rep.get("resume"):
+        doc.p(_resume_text(rep["resume"]))
+    doc.table(_GENERATION_HEADER, _generation_rows(rep), align_right=range(1, 5))
+    return doc.to_md()
 
-    def f(v: Any, spec: str = ",.1f") -> str:
-        return "n/a" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
 
-    def row(*cells: Any) -> str:
-        return "| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |"
+_QLORA_HEADER = ["QLoRA, bf16 compute on CUDA, grad checkpointing", "layers", "steps",
+                 "tokens/s (after step 1)", "step ms", "peak VRAM MB"]  # fmt: skip
+_GENERATION_HEADER = ["generation (greedy, exactly N new tokens)", "layers", "batch", "ms per 100 tokens",
+                      "tokens/s"]  # fmt: skip
 
-    s, q, v = rep["model_shape"], rep["qlora"], rep["versions"]
-    res, full_q = rep.get("resume") or {}, q.get("full_depth") or {}
-    lines = [
-        "# GPU check",
-        "",
-        (
-            f"{rep['device']}; torch {v['torch']} (CUDA {rep['device_info'].get('torch_cuda')}), transformers "
-            f"{v['transformers']}, peft {v['peft']}, bitsandbytes {v['bitsandbytes']}. Model: {s['name']} shape "
-            f"({s['architecture']}, hidden {s['hidden']}, vocab {s['vocab']}), random weights: {s['layers_timed']} "
-            f"layers for the timed steps, {s['layers_full']} for the full-depth rows. Wall time {f(rep['wall_s'])} s."
-        ),
-        "",
-        row("step", "ok", "seconds", "peak MB", "note"),
-        row("---", "---", "---", "---", "---"),
-        *[
-            row(
-                n,
-                "yes" if st["ok"] else "NO",
-                f(st["seconds"]),
-                f(st.get("peak_mem_mb"), ",.0f"),
-                (st.get("error") or "")[:160],
-            )
-            for n, st in rep["steps"].items()
-        ],
-        "",
-        row(
-            "QLoRA, bf16 compute on CUDA, grad checkpointing",
-            "layers",
-            "steps",
-            "tokens/s (after step 1)",
-            "step ms",
-            "peak VRAM MB",
-        ),
-        row("---", "---", "---", "---", "---", "---"),
-        row(
-            f"batch {q['batch_size']} x {q['seq_len']}",
-            q["layers"],
-            f(q["steps"], "d"),
-            f(q["steady_tokens_per_s"]),
-            f(q["step_ms_median"]),
-            f(q["peak_vram_mb"], ",.0f"),
-        ),
-    ]
-    if full_q.get("steps"):
-        lines.append(
-            row(
-                f"batch {q['batch_size']} x {q['seq_len']}",
-                s["layers_full"],
-                full_q["steps"],
-                f(full_q["steady_tokens_per_s"]),
-                f(full_q["step_ms_median"]),
-                f(full_q["peak_vram_mb"], ",.0f"),
-            )
-        )
-    elif full_q.get("skipped"):
-        lines.append(row("full depth", s["layers_full"], "skipped", full_q["skipped"], "", ""))
-    if res:
-        lines += [
-            "",
-            (
-                f"Kill and resume: the training child was {res.get('victim_exit', 'n/a')} after logging step "
-                f"{res.get('killed_after_step')}; the next one resumed from step {res.get('resumed_from')} and ended at "
-                f"{res.get('final_step')} of {res.get('total_steps')}. Loss difference to the uninterrupted run after "
-                f"the resume: {f(res.get('loss_max_abs_diff_after_resume'), '.3g')} (tolerance "
-                f"{f(res.get('loss_tolerance'), '.3g')}); final lora_B relative difference "
-                f"{f(res.get('lora_b_rel_diff_final'), '.3g')} (tolerance {f(res.get('lora_b_tolerance'), '.3g')}; "
-                f"two uninterrupted runs at the resume step: {f(res.get('lora_b_rel_diff_at_resume_step'), '.3g')})."
-            ),
+
+def _qlora_rows(rep: dict[str, Any]) -> list[list[Any]]:
+    """The timed-layers row, then the full-depth one (or why it was skipped)."""
+    q, layers_full = rep["qlora"], rep["model_shape"]["layers_full"]
+    full, batch = q.get("full_depth") or {}, f"batch {q['batch_size']} x {q['seq_len']}"
+
+    def numbers(x: dict[str, Any]) -> list[str]:
+        return [
+            fmt(x["steady_tokens_per_s"], ",.1f"),
+            fmt(x["step_ms_median"], ",.1f"),
+            fmt(x["peak_vram_mb"], ",.0f"),
         ]
-    lines += [
-        "",
-        row("generation (greedy, exactly N new tokens)", "layers", "batch", "ms per 100 tokens", "tokens/s"),
-        row("---", "---", "---", "---", "---"),
-        *[
-            row(g["model"], g["layers"], g["batch"], f(g["ms_per_100_tokens"]), f(g["tokens_per_s"]))
-            for g in rep["generate"]
-        ],
-        *[
-            row(
-                b["name"]
-                + ("" if b["ok"] else f" ({b.get('skipped') or b.get('error') or 'wrong count'})"[:160]),
-                s["layers_timed"],
-                1,
-                f(b.get("ms_per_100_tokens")),
-                f(b.get("tokens_per_s")),
-            )
-            for b in rep["bnb"]
-        ],
-    ]
-    return "\n".join(lines) + "\n"
+
+    rows = [[batch, q["layers"], fmt(q["steps"], "d"), *numbers(q)]]
+    if full.get("steps"):
+        rows.append([batch, layers_full, full["steps"], *numbers(full)])
+    elif full.get("skipped"):
+        rows.append(["full depth", layers_full, "skipped", full["skipped"], "", ""])
+    return rows
+
+
+def _resume_text(res: dict[str, Any]) -> str:
+    def g(key: str) -> str:
+        return fmt(res.get(key), ".3g")
+
+    return (
+        f"Kill and resume: the training child was {res.get('victim_exit', 'n/a')} after logging step "
+        f"{res.get('killed_after_step')}; the next one resumed from step {res.get('resumed_from')} and ended "
+        f"at {res.get('final_step')} of {res.get('total_steps')}. Loss difference to the uninterrupted run "
+        f"after the resume: {g('loss_max_abs_diff_after_resume')} (tolerance {g('loss_tolerance')}); final "
+        f"lora_B relative difference {g('lora_b_rel_diff_final')} (tolerance {g('lora_b_tolerance')}; two "
+        f"uninterrupted runs at the resume step: {g('lora_b_rel_diff_at_resume_step')})."
+    )
+
+
+def _generation_rows(rep: dict[str, Any]) -> list[list[Any]]:
+    """The merged and full-depth generation rows, then one per bitsandbytes load at the timed depth."""
+
+    def speed(x: dict[str, Any]) -> list[str]:
+        return [fmt(x.get("ms_per_100_tokens"), ",.1f"), fmt(x.get("tokens_per_s"), ",.1f")]
+
+    rows = [[x["model"], x["layers"], x["batch"], *speed(x)] for x in rep["generate"]]
+    for b in rep["bnb"]:
+        why = "" if b["ok"] else f" ({b.get('skipped') or b.get('error') or 'wrong count'})"[:160]
+        rows.append([b["name"] + why, rep["model_shape"]["layers_timed"], 1, *speed(b)])
+    return rows

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from supportlm.chat_template import template_ids
+
 
 def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], max_tokens: int | None = None) -> list[int]:
     """Chat-templated prompt ending in the assistant header; keeps the LAST max_tokens tokens."""
-    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-    ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)  # transformers 5: BatchEncoding
+    ids = template_ids(tokenizer, messages, add_generation_prompt=True)
     if max_tokens is not None and len(ids) > max_tokens:
         ids = ids[-max_tokens:]
     return ids

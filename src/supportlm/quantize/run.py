@@ -40,6 +40,7 @@ from supportlm.io import read_rows
 from supportlm.logs import ensure_logging
 from supportlm.paths import Paths
 from supportlm.quantize import compare, gguf, torch_quant
+from supportlm.render import Code, Document, Strong, Table, fmt, pct, signed
 from supportlm.runtime import cpu_info, run_in_child
 
 TARGET_VARIANT, REFERENCE_VARIANT = "q4_k_m", "f16"
@@ -93,7 +94,9 @@ def quantize_and_compare(
     torch.set_num_threads(threads)
     log.info("threads: %d (%s)", threads, "quantize.threads" if p.threads else "auto")
     p = p.model_copy(update={"threads": threads})  # llama.cpp gets the same count
-    examples = [m.to_example(r) for r in stratified_sample(read_rows(test_path, "format"), p.eval_rows, p.seed)]
+    examples = [
+        m.to_example(r) for r in stratified_sample(read_rows(test_path, "format"), p.eval_rows, p.seed)
+    ]
     tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
     prompts = [prompt_ids(tokenizer, e.prompt, p.n_ctx // 2) for e in examples]
 
@@ -262,82 +265,81 @@ def run_quantize(params: Params, paths: Paths) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- report
 
-
-def _mb(n: int | None) -> str:
-    return "—" if n is None else f"{n / 1e6:,.1f}"
-
-
-def _pct(reduction: float | None) -> str:
-    """Size change as a signed percentage: a 60% reduction prints as -60%."""
-    return "—" if reduction is None else f"{-reduction:+.0%}"
-
-
-def _f(x: Any, d: int = 3) -> str:
-    return "—" if x is None else f"{x:.{d}f}" if isinstance(x, float) else str(x)
+NOTES = (
+    "Notes: k-quants need rows that are multiples of 256 values; tensors that are not (576-wide in "
+    "SmolLM2-135M) fall back to legacy quant types inside llama-quantize, so q4_k_m saves less here than "
+    "on 7B models. bitsandbytes sizes are the saved safetensors (quantized weights + fp16/fp32 "
+    "norms/embeddings)."
+)
 
 
 def render_markdown(
     result: dict[str, Any], examples: list[m.Example], replies: dict[str, list[str]], reports: Path
 ) -> str:
+    """reports/quantization.md (images relative to `reports`)."""
+    return build_document(result, examples, replies).to_md(reports)
+
+
+def build_document(
+    result: dict[str, Any], examples: list[m.Example], replies: dict[str, list[str]]
+) -> Document:
+    """The variants table, the targets, what was skipped, the plots, one example replied by every variant."""
     s = result["slice"]
-    lines = [
-        "# Quantization: size, accuracy and speed",
-        "",
-        (
-            f"Every variant on the same {s['rows']} test rows (seed {s['seed']}), greedy, max {s['max_new_tokens']} "
-            f"new tokens; perplexity of the reference replies. tok/s = single-stream decode (after the first token). "
-            f"Base model `{result['base_model']}`; params hash `{result['params_hash']}`; stage time "
-            f"{result['timing']['total_s']:.0f} s."
-        ),
-        "",
-        (
-            "| variant | format | size (MB) | vs f16 | vs fp32 | perplexity ↓ | BLEU | ROUGE-L | Δ ROUGE-L vs f16 (pts) "
-            "| tok/s | TTFT (ms) | load (s) |"
-        ),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for v in result["variants"]:
-        vs_f16, vs_fp32 = (_pct(v[k]) for k in ("reduction_vs_f16", "reduction_vs_fp32"))
-        lines.append(
-            f"| {v['name']} | {v['format']} | {_mb(v['size_bytes'])} | {vs_f16} | {vs_fp32} | "
-            f"{_f(v['perplexity'], 2)} | {_f(v['bleu'], 2)} | {_f(v['rougeL'])} | "
-            f"{_f(v.get('rougeL_delta_vs_f16_points'), 2)} | {_f(v['tokens_per_s'], 1)} | {_f(v.get('ttft_ms'), 0)} | "
-            f"{_f(v['load_s'], 2)} |"
-        )
+    doc = Document()
+    doc.h(1, "Quantization: size, accuracy and speed")
+    doc.p(
+        f"Every variant on the same {s['rows']} test rows (seed {s['seed']}), greedy, max {s['max_new_tokens']} "
+        "new tokens; perplexity of the reference replies. tok/s = single-stream decode (after the first token). "
+        f"Base model `{result['base_model']}`; params hash `{result['params_hash']}`; stage time "
+        f"{result['timing']['total_s']:.0f} s."
+    )
+    _variants_table(doc, result["variants"])
     if result["targets"]:
-        lines += ["", "## Targets", "", "| target | goal | measured | |", "|---|---|---:|---|"]
-        for t in result["targets"]:
-            meas = f"{t['measured']:.1%}" if "reduction" in t["name"] else f"{t['measured']:.2f}"
-            lines.append(f"| {t['name']} | {t['goal']} | {meas} | {'met' if t['met'] else '**missed**'} |")
+        doc.h(2, "Targets")
+        doc.add(Table(["target", "goal", "measured", ""], [_target_row(t) for t in result["targets"]], {2},
+                      status_col=3))  # fmt: skip
     if result["skipped"]:
-        lines += ["", "## Skipped on this host", ""] + [
-            f"- `{x['name']}`: {x['reason']}" for x in result["skipped"]
-        ]
-    lines += ["", "## Plots", ""] + [
-        f"![{Path(x).stem}]({Path(x).relative_to(reports)})" for x in result["plots"]
-    ]
+        doc.h(2, "Skipped on this host")
+        doc.bullets([Code(x["name"]), f": {x['reason']}"] for x in result["skipped"])
+    doc.h(2, "Plots")
+    for x in result["plots"]:
+        doc.image(Path(x).resolve(), Path(x).stem)
     if examples:
         e = examples[0]
-        lines += ["", f"## Example (`{e.id}`, {e.intent})", "", "| variant | reply |", "|---|---|"]
-        lines.append(f"| reference | {_cell(e.reference)} |")
-        for name, reps in replies.items():
-            lines.append(f"| {name} | {_cell(reps[0])} |")
-    lines += [
-        "",
-        (
-            "Notes: k-quants need rows that are multiples of 256 values; tensors that are not (576-wide in "
-            "SmolLM2-135M) fall back to legacy quant types inside llama-quantize, so q4_k_m saves less here than "
-            "on 7B models. bitsandbytes sizes are the saved safetensors (quantized weights + fp16/fp32 "
-            "norms/embeddings)."
-        ),
-        "",
-    ]
-    return "\n".join(lines)
+        doc.h(2, f"Example (`{e.id}`, {e.intent})")
+        rows = [("reference", e.reference), *((name, r[0]) for name, r in replies.items())]
+        doc.table(["variant", "reply"], [(name, _clip(text)) for name, text in rows])
+    doc.p(NOTES)
+    return doc
 
 
-def _cell(text: str, limit: int = 400) -> str:
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+def _variants_table(doc: Document, variants: list[dict[str, Any]]) -> None:
+    """One row per variant; size change vs f16/fp32 as a signed percentage (a 60% reduction is -60%)."""
+    head = ["variant", "format", "size (MB)", "vs f16", "vs fp32", "perplexity ↓", "BLEU", "ROUGE-L",
+            "Δ ROUGE-L vs f16 (pts)", "tok/s", "TTFT (ms)", "load (s)"]  # fmt: skip
+    rows = [
+        [v["name"], v["format"], fmt(_scaled(v["size_bytes"], 1e-6), ",.1f"),
+         fmt(_scaled(v["reduction_vs_f16"], -1), "+.0%"), fmt(_scaled(v["reduction_vs_fp32"], -1), "+.0%"),
+         fmt(v["perplexity"], ".2f"), fmt(v["bleu"], ".2f"), fmt(v["rougeL"], ".3f"),
+         signed(v.get("rougeL_delta_vs_f16_points"), 2), fmt(v["tokens_per_s"], ".1f"),
+         fmt(v.get("ttft_ms"), ".0f"), fmt(v["load_s"], ".2f")]
+        for v in variants
+    ]  # fmt: skip
+    doc.table(head, rows, align_right=range(2, len(head)))
+
+
+def _scaled(x: float | None, factor: float) -> float | None:
+    return None if x is None else x * factor
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    """A reply for a table cell: cut at `limit` characters, "_(empty)_" when empty."""
+    return (text if len(text) <= limit else text[: limit - 1] + "…") or "_(empty)_"
+
+
+def _target_row(t: dict[str, Any]) -> list[Any]:
+    measured = pct(t["measured"]) if "reduction" in t["name"] else fmt(t["measured"], ".2f")
+    return [t["name"], t["goal"], measured, "met" if t["met"] else Strong("missed")]
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -25,35 +25,11 @@ from typing import Any
 
 from supportlm.config import Params
 from supportlm.paths import Paths
-from supportlm.render import Para, Section, render_html, render_md
-from supportlm.report.sections import (
-    lineage_section,
-    section_bench,
-    section_containers,
-    section_data,
-    section_eval,
-    section_fairness,
-    section_human,
-    section_quant,
-    section_sweep,
-    section_train,
-)
+from supportlm.render import Document, Para, Section
+from supportlm.report.sections import SECTIONS, lineage_section
 from supportlm.report.targets import collect_targets, targets_section
 
 log = logging.getLogger("supportlm.report")
-
-
-SECTION_BUILDERS = {  # builder -> (key, title) when it fails
-    section_data: ("data", "Data quality"),
-    section_train: ("train", "Training"),
-    section_sweep: ("sweep", "Hyperparameter sweep"),
-    section_eval: ("eval", "Evaluation"),
-    section_human: ("human", "Human evaluation"),
-    section_quant: ("quant", "Quantization"),
-    section_bench: ("bench", "Serving benchmark"),
-    section_fairness: ("fairness", "Fairness between API keys"),
-    section_containers: ("containers", "Containers"),
-}
 
 
 def build_sections(
@@ -61,13 +37,17 @@ def build_sections(
 ) -> tuple[list[Section], list[dict[str, Any]]]:
     targets = collect_targets(reports)
     sections = [targets_section(reports, targets)]
-    for builder, (key, title) in SECTION_BUILDERS.items():
+    for builder in SECTIONS:
         try:
             sections.append(builder(reports, max_rows))
         except Exception as exc:  # noqa: BLE001 - one odd JSON must not hide the other sections
-            log.warning("report section %s failed: %r", key, exc)
+            log.warning("report section %s failed: %r", builder.key, exc)
             sections.append(
-                Section(key, title, [Para(f"Could not render this section from its JSON: {exc!r}")])
+                Section(
+                    builder.key,
+                    builder.title,
+                    [Para(f"Could not render this section from its JSON: {exc!r}")],
+                )
             )
     sections.append(lineage_section(reports, root))
     return sections, targets
@@ -81,10 +61,10 @@ def run_report(params: Params, paths: Paths) -> dict[str, Any]:
     reports, root = paths.reports, paths.root
     reports.mkdir(parents=True, exist_ok=True)
     sections, targets = build_sections(reports, root, p.max_rows)
-    md = render_md(p.title, sections, reports)
-    page = render_html(p.title, sections, reports, p.embed_images)
-    (reports / "index.md").write_text(md, encoding="utf-8")
-    (reports / "index.html").write_text(page, encoding="utf-8")
+    doc = Document()
+    doc.h(1, p.title)
+    doc.sections(sections)
+    doc.write(reports / "index.md", html_title=p.title, embed_images=p.embed_images)
     met = sum(1 for t in targets if t["met"])
     log.info(
         "wrote %s and %s: %d/%d targets met", reports / "index.md", reports / "index.html", met, len(targets)

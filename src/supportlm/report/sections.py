@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supportlm.render import Block, Code, Details, Image, Inline, Link, Para, Section, Strong, Table
+from supportlm.render import Block, Code, Details, Image, Inline, Link, Para, Section, Strong, Table, pct
+from supportlm.render import fmt as num
 
 log = logging.getLogger("supportlm.report")
 
@@ -24,20 +27,6 @@ def load_json(path: Path) -> dict[str, Any] | None:
         log.warning("%s: unreadable (%s)", path, exc)
         return {"_error": f"{path.name} is not valid JSON: {exc}"}
     return data if isinstance(data, dict) else {"_error": f"{path.name}: top level is not an object"}
-
-
-def num(x: Any, fmt: str = ",.4g") -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, (int, float)):
-        return format(x, fmt)
-    return str(x)
-
-
-def pct(x: Any, digits: int = 1) -> str:
-    return "–" if x is None else f"{x:.{digits}%}"
 
 
 def not_run(stage: str, files: str) -> list[Block]:
@@ -67,16 +56,49 @@ def details_para(reports: Path, names: list[str]) -> list[Block]:
 # ---------------------------------------------------------------- sections
 
 
-def section_data(reports: Path, max_rows: int) -> Section:
+@dataclass(frozen=True)
+class SectionBuilder:
+    """One section of the index: its anchor and title, the file(s) it reads, the command that makes them.
+
+    `body` gets the parsed JSON (`reads_json`) or reads reports/ itself; it returns the blocks, or None
+    when its input is missing. A missing file says "not run yet", an unreadable one shows its error."""
+
+    key: str
+    title: str
+    source: str  # shown in the "not run yet" note
+    command: str  # a stage name, or a command with a space
+    body: Callable[..., list[Block] | None]
+    reads_json: bool = True
+
+    def __call__(self, reports: Path, max_rows: int) -> Section:
+        if self.reads_json:
+            data = load_json(reports / self.source)
+            if data is not None and "_error" in data:
+                return Section(self.key, self.title, [Para(data["_error"])])
+            blocks = None if data is None else self.body(data, reports, max_rows)
+        else:
+            blocks = self.body(reports, max_rows)
+        if blocks is None:
+            return Section(self.key, self.title, not_run(self.command, f"reports/{self.source}"), ran=False)
+        return Section(self.key, self.title, blocks)
+
+
+def json_section(key: str, title: str, source: str, command: str) -> Callable[..., SectionBuilder]:
+    """Decorates `body(data, reports, max_rows) -> blocks` for a section built from one reports/*.json."""
+    return lambda body: SectionBuilder(key, title, source, command, body)
+
+
+def reports_section(key: str, title: str, source: str, command: str) -> Callable[..., SectionBuilder]:
+    """Decorates `body(reports, max_rows) -> blocks | None` for a section that reads several files."""
+    return lambda body: SectionBuilder(key, title, source, command, body, reads_json=False)
+
+
+@reports_section("data", "Data quality", "ingest.json, clean.json, split.json, data_quality.json", "quality")
+def section_data(reports: Path, max_rows: int) -> list[Block] | None:
     ingest, clean, split, fmt, dq = (load_json(reports / f"{n}.json") for n in
                                      ("ingest", "clean", "split", "format", "data_quality"))  # fmt: skip
     if not any((ingest, clean, split, fmt, dq)):
-        return Section(
-            "data",
-            "Data quality",
-            not_run("quality", "reports/ingest.json, clean.json, split.json, data_quality.json"),
-            ran=False,
-        )
+        return None
     blocks: list[Block] = details_para(reports, ["data_quality.md", "data_quality.html"])
     rows: list[list[Inline]] = []
     if ingest:
@@ -151,16 +173,11 @@ def section_data(reports: Path, max_rows: int) -> Section:
               num(r.get("rows_kept"), ",")] for r in scaling["runs"]],
             align_right={0, 1, 2, 3}, note="Data scaling (reports/data_scaling.json)",
         ))  # fmt: skip
-    blocks += stage_plots(reports, "quality")
-    return Section("data", "Data quality", blocks)
+    return blocks + stage_plots(reports, "quality")
 
 
-def section_train(reports: Path, max_rows: int) -> Section:
-    t = load_json(reports / "train.json")
-    if t is None:
-        return Section("train", "Training", not_run("train", "reports/train.json"), ran=False)
-    if "_error" in t:
-        return Section("train", "Training", [Para(t["_error"])])
+@json_section("train", "Training", "train.json", "train")
+def section_train(t: dict[str, Any], reports: Path, max_rows: int) -> list[Block]:
     blocks: list[Block] = details_para(reports, ["train.md"])
     blocks.append(Table(["metric", "value"], [
         ["base val loss", num(t.get("base_val_loss"))],
@@ -179,18 +196,11 @@ def section_train(reports: Path, max_rows: int) -> Section:
         blocks.append(Table(["step", "val loss"], rows, align_right={0, 1},
                             note=f"Validation curve ({len(curve)} evaluations"
                                  + (f", first {max_rows} shown)" if len(curve) > max_rows else ")")))  # fmt: skip
-    blocks += stage_plots(reports, "train")
-    return Section("train", "Training", blocks)
+    return blocks + stage_plots(reports, "train")
 
 
-def section_sweep(reports: Path, max_rows: int) -> Section:
-    s = load_json(reports / "sweep.json")
-    if s is None:
-        return Section(
-            "sweep", "Hyperparameter sweep", not_run("make sweep", "reports/sweep.json"), ran=False
-        )
-    if "_error" in s:
-        return Section("sweep", "Hyperparameter sweep", [Para(s["_error"])])
+@json_section("sweep", "Hyperparameter sweep", "sweep.json", "make sweep")
+def section_sweep(s: dict[str, Any], reports: Path, max_rows: int) -> list[Block]:
     blocks: list[Block] = details_para(reports, ["sweep.md"])
     trials = next((s[k] for k in ("trials", "runs", "experiments") if isinstance(s.get(k), list)), [])
     best = s.get("best")
@@ -208,8 +218,7 @@ def section_sweep(reports: Path, max_rows: int) -> Section:
                 note=f"{len(flat)} trials" + (f", first {max_rows} shown" if len(flat) > max_rows else ""),
             )
         )
-    blocks += stage_plots(reports, "sweep")
-    return Section("sweep", "Hyperparameter sweep", blocks)
+    return blocks + stage_plots(reports, "sweep")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -231,12 +240,8 @@ def _scalar(v: Any) -> str:
 EVAL_METRICS = ("perplexity", "bleu", "rouge1", "rouge2", "rougeL", "intent_accuracy")
 
 
-def section_eval(reports: Path, max_rows: int) -> Section:
-    e = load_json(reports / "eval.json")
-    if e is None:
-        return Section("eval", "Evaluation", not_run("evaluate", "reports/eval.json"), ran=False)
-    if "_error" in e:
-        return Section("eval", "Evaluation", [Para(e["_error"])])
+@json_section("eval", "Evaluation", "eval.json", "evaluate")
+def section_eval(e: dict[str, Any], reports: Path, max_rows: int) -> list[Block]:
     blocks: list[Block] = details_para(reports, ["eval.md"])
     base, ft, delta = e.get("base") or {}, e.get("finetuned") or {}, e.get("delta") or {}
     rows = [[m, num(base.get(m)), num(ft.get(m)), num(delta.get(m), "+,.4g") if m in delta else "–"]
@@ -250,17 +255,15 @@ def section_eval(reports: Path, max_rows: int) -> Section:
                 f"max {num(sample.get('max_new_tokens'))} new tokens; {sample.get('turn', '')}."
             )
         )
-    blocks += stage_plots(reports, "eval")
-    return Section("eval", "Evaluation", blocks)
+    return blocks + stage_plots(reports, "eval")
 
 
-def section_human(reports: Path, max_rows: int) -> Section:
+@reports_section("human", "Human evaluation", "human_eval_sheet.csv", "evaluate")
+def section_human(reports: Path, max_rows: int) -> list[Block] | None:
     h = load_json(reports / "human_eval.json")
     sheet = links(reports, ["human_eval_sheet.csv", "human_eval_sheet.html"])
     if h is None and not sheet:
-        return Section(
-            "human", "Human evaluation", not_run("evaluate", "reports/human_eval_sheet.csv"), ran=False
-        )
+        return None
     blocks: list[Block] = []
     if sheet:
         blocks.append(Para(["Blind A/B sheet for raters: ", *sheet,
@@ -276,15 +279,11 @@ def section_human(reports: Path, max_rows: int) -> Section:
             pct(h.get("win_rate")), f"{pct(ci[0])} – {pct(ci[1])}" if ci[0] is not None else "–",
             num(len(h["raters"]) if isinstance(h.get("raters"), list) else h.get("raters")),
         ]], align_right={1, 2, 3, 4}))  # fmt: skip
-    return Section("human", "Human evaluation", blocks)
+    return blocks
 
 
-def section_quant(reports: Path, max_rows: int) -> Section:
-    q = load_json(reports / "quantization.json")
-    if q is None:
-        return Section("quant", "Quantization", not_run("quantize", "reports/quantization.json"), ran=False)
-    if "_error" in q:
-        return Section("quant", "Quantization", [Para(q["_error"])])
+@json_section("quant", "Quantization", "quantization.json", "quantize")
+def section_quant(q: dict[str, Any], reports: Path, max_rows: int) -> list[Block]:
     blocks: list[Block] = details_para(reports, ["quantization.md"])
     rows = []
     for v in (q.get("variants") or [])[:max_rows]:
@@ -296,16 +295,11 @@ def section_quant(reports: Path, max_rows: int) -> Section:
     skipped = q.get("skipped") or []
     if skipped:
         blocks.append(Para("Skipped: " + "; ".join(f"{s.get('name')}: {s.get('reason')}" for s in skipped)))
-    blocks += stage_plots(reports, "quantize")
-    return Section("quant", "Quantization", blocks)
+    return blocks + stage_plots(reports, "quantize")
 
 
-def section_bench(reports: Path, max_rows: int) -> Section:
-    b = load_json(reports / "bench.json")
-    if b is None:
-        return Section("bench", "Serving benchmark", not_run("bench", "reports/bench.json"), ran=False)
-    if "_error" in b:
-        return Section("bench", "Serving benchmark", [Para(b["_error"])])
+@json_section("bench", "Serving benchmark", "bench.json", "bench")
+def section_bench(b: dict[str, Any], reports: Path, max_rows: int) -> list[Block]:
     blocks: list[Block] = details_para(reports, ["bench.md"])
     hw = b.get("hardware") or {}
     if hw:
@@ -324,19 +318,11 @@ def section_bench(reports: Path, max_rows: int) -> Section:
                      pct(r.get("error_rate"))])  # fmt: skip
     blocks.append(Table(["model", "target", "users", "req/s", "tokens/s", "p50 ms", "p95 ms", "TTFT ms",
                          "ms/100 tokens", "errors"], rows, align_right=set(range(2, 10))))  # fmt: skip
-    blocks += stage_plots(reports, "bench")
-    return Section("bench", "Serving benchmark", blocks)
+    return blocks + stage_plots(reports, "bench")
 
 
-def section_containers(reports: Path, max_rows: int) -> Section:
-    c = load_json(reports / "containers.json")
-    title = "Containers"
-    if c is None:
-        return Section(
-            "containers", title, not_run("make containers-report", "reports/containers.json"), ran=False
-        )
-    if "_error" in c:
-        return Section("containers", title, [Para(c["_error"])])
+@json_section("containers", "Containers", "containers.json", "make containers-report")
+def section_containers(c: dict[str, Any], reports: Path, max_rows: int) -> list[Block]:
     blocks: list[Block] = []
     images = [i for i in c.get("images", []) if isinstance(i, dict)]
     if images:
@@ -377,16 +363,11 @@ def section_containers(reports: Path, max_rows: int) -> Section:
     if cpu:
         blocks.append(Para(f"Machine: {cpu.get('model', '?')}, {cpu.get('cores', '?')} cores, "
                            f"{', '.join(cpu.get('isa', [])) or 'ISA unknown'}."))  # fmt: skip
-    return Section("containers", title, blocks)
+    return blocks
 
 
-def section_fairness(reports: Path, max_rows: int) -> Section:
-    f = load_json(reports / "fairness.json")
-    title = "Fairness between API keys"
-    if f is None:
-        return Section("fairness", title, not_run("fairness", "reports/fairness.json"), ran=False)
-    if "_error" in f:
-        return Section("fairness", title, [Para(f["_error"])])
+@json_section("fairness", "Fairness between API keys", "fairness.json", "fairness")
+def section_fairness(f: dict[str, Any], reports: Path, max_rows: int) -> list[Block]:
     load, lim, hw = f.get("load") or {}, f.get("limits") or {}, f.get("hardware") or {}
     blocks: list[Block] = [
         Para(
@@ -410,8 +391,11 @@ def section_fairness(reports: Path, max_rows: int) -> Section:
                             align_right={2, 4, 5, 6},
                             note="unfair = the same gateway without per-key caps or token budget (the old one)"))  # fmt: skip
     blocks += stage_plots(reports, "fairness")
-    blocks += details_para(reports, ["fairness.md"])
-    return Section("fairness", title, blocks)
+    return blocks + details_para(reports, ["fairness.md"])
+
+
+SECTIONS = (section_data, section_train, section_sweep, section_eval, section_human, section_quant, section_bench,
+            section_fairness, section_containers)  # fmt: skip
 
 
 # ---------------------------------------------------------------- lineage

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from supportlm.render import Inline, Link, Para, Section, Strong, Table
-from supportlm.report.sections import load_json, num, pct
+from supportlm.render import Inline, Link, Para, Section, Strong, Table, pct
+from supportlm.render import fmt as num
+from supportlm.report.sections import load_json
 
 TRAIN_SPEEDUP_GOAL = 1.5  # DESIGN.md: sequence-packing/grouping vs the naive padded baseline
 TRAIN_STAGE_BUDGET_S = 12 * 60  # issue budget for the train stage on 2 CPU cores
@@ -129,5 +130,5 @@ def targets_section(reports: Path, targets: list[dict[str, Any]]) -> Section:
     met = sum(1 for t in targets if t["met"])
     return Section("targets", "Targets", [
         Para(f"{met} of {len(targets)} targets met. Each value is copied from the stage's JSON."),
-        Table(["stage", "target", "goal", "measured", "status", "report"], rows, align_right={3}),
+        Table(["stage", "target", "goal", "measured", "status", "report"], rows, align_right={3}, status_col=4),
     ])  # fmt: skip

@@ -3,7 +3,8 @@
 `EngineStreamResponse` frees the queue slot the moment the client leaves (not at the next token), ends a
 stream whose client stops reading (`limits.send_timeout_s`) or that runs past `limits.max_stream_s`, and
 always runs its clean-ups (close the upstream stream, release the slot, refund the token budget).
-`chat_events` / `generate_events` turn the engine's OpenAI chunks into the two routes' event bodies.
+`chat_events` / `generate_events` turn the engine's OpenAI chunks into the two routes' event bodies;
+`StreamTally` does the per-chunk accounting they share (usage, timings, engine errors, token counts).
 """
 
 from __future__ import annotations
@@ -124,6 +125,59 @@ def sse(data: Any) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+class StreamTally:
+    """The per-chunk accounting both SSE formats share: the engine's usage, the finish reason, the content
+    pieces and their timings (ttft into ctx at the first), an engine error, and the closing `account`."""
+
+    def __init__(
+        self, ctx: RequestContext, upstream: dict[str, Any], engine_failed: Callable[[ServeError], Any]
+    ) -> None:
+        self.ctx = ctx
+        self.upstream = upstream
+        self.engine_failed = engine_failed
+        self.parts: list[str] = []
+        self.usage: dict[str, Any] | None = None
+        self.finish: str | None = None
+        self.first = self.last = 0.0
+
+    def observe(self, ev: dict[str, Any]) -> str | None:
+        """Record one engine chunk; its content text (None for a chunk without choices, e.g. usage-only)."""
+        if ev.get("usage"):
+            self.usage = ev["usage"]
+        choices = ev.get("choices") or []
+        if not choices:
+            return None
+        self.finish = choices[0].get("finish_reason") or self.finish
+        text = (choices[0].get("delta") or {}).get("content")
+        if text:
+            self.last = time.perf_counter()
+            if not self.first:
+                self.first = self.last
+                self.ctx.ttft_ms = (self.first - self.ctx.started) * 1000
+            self.parts.append(text)
+        return text
+
+    @property
+    def reply(self) -> str:
+        return "".join(self.parts)
+
+    def fail(self, exc: ServeError) -> bytes:
+        """An engine error mid-stream: note it (ctx, `engine_failed`) and return its error event."""
+        self.ctx.err = spec_for(exc).err
+        self.engine_failed(exc)
+        return sse(error_body(exc.message, spec_for(exc).type, exc.param, exc.code))
+
+    def account(self) -> None:
+        """Token counts into ctx (usage if the engine sent it, else estimates from the content pieces)."""
+        account(self.ctx, self.usage, self.upstream, self.reply, len(self.parts))
+
+    def close(self) -> None:
+        """However the stream ended: the token counts and the generation time into ctx."""
+        self.account()
+        if self.first and self.last > self.first:
+            self.ctx.gen_s = self.last - self.first
+
+
 async def chat_events(
     stream: UpstreamStream,
     ctx: RequestContext,
@@ -135,42 +189,26 @@ async def chat_events(
 ) -> AsyncIterator[bytes]:
     """OpenAI chat chunks as SSE (`model` = the served name), then `data: [DONE]`; an engine error mid-stream
     becomes one error event before [DONE]. Token counts and timings go into ctx however it ends."""
-    parts: list[str] = []
-    usage: dict[str, Any] | None = None
-    first = last = 0.0
-    chunks = 0
+    tally = StreamTally(ctx, upstream, engine_failed)
     try:
         async for ev in stream.events():
-            if ev.get("usage"):
-                usage = ev["usage"]
+            tally.observe(ev)
             ev["model"] = served_name
-            choices = ev.get("choices") or []
-            if not choices:  # the usage-only chunk we asked for
+            if not ev.get("choices"):  # the usage-only chunk we asked for
                 if include_usage:
                     yield sse(ev)
                 continue
             if not include_usage:
                 ev.pop("usage", None)
-            text = (choices[0].get("delta") or {}).get("content")
-            if text:
-                last = time.perf_counter()
-                if not first:
-                    first = last
-                    ctx.ttft_ms = (first - ctx.started) * 1000
-                parts.append(text)
-                chunks += 1
             yield sse(ev)
         yield b"data: [DONE]\n\n"
     except ServeError as exc:
-        ctx.err = spec_for(exc).err
-        engine_failed(exc)
+        event = tally.fail(exc)
         log.warning("stream failed, request_id=%s: %s", ctx.request_id, exc.message)
-        yield sse(error_body(exc.message, spec_for(exc).type, exc.param, exc.code))
+        yield event
         yield b"data: [DONE]\n\n"
     finally:
-        account(ctx, usage, upstream, "".join(parts), chunks)
-        if first and last > first:
-            ctx.gen_s = last - first
+        tally.close()
 
 
 async def generate_events(
@@ -182,51 +220,19 @@ async def generate_events(
 ) -> AsyncIterator[bytes]:
     """TGI-style token events as SSE, then one event with `generated_text` and `details`; an engine error
     mid-stream becomes one error event. Token counts and timings go into ctx however it ends."""
-    parts: list[str] = []
-    usage: dict[str, Any] | None = None
-    finish: str | None = None
-    first = last = 0.0
+    tally = StreamTally(ctx, upstream, engine_failed)
     try:
         async for ev in stream.events():
-            if ev.get("usage"):
-                usage = ev["usage"]
-            choices = ev.get("choices") or []
-            if not choices:
-                continue
-            finish = choices[0].get("finish_reason") or finish
-            text = (choices[0].get("delta") or {}).get("content")
+            text = tally.observe(ev)
             if text:
-                last = time.perf_counter()
-                if not first:
-                    first = last
-                    ctx.ttft_ms = (first - ctx.started) * 1000
-                parts.append(text)
-                yield sse(
-                    {
-                        "index": len(parts),
-                        "token": {"text": text, "special": False},
-                        "generated_text": None,
-                        "details": None,
-                    }
-                )
-        account(ctx, usage, upstream, "".join(parts), len(parts))
-        yield sse(
-            {
-                "index": len(parts) + 1,
-                "token": {"text": "", "special": True},
-                "generated_text": "".join(parts),
-                "details": {
-                    "finish_reason": finish,
-                    "prompt_tokens": ctx.prompt_tokens,
-                    "generated_tokens": ctx.completion_tokens,
-                },
-            }
-        )
+                yield sse({"index": len(tally.parts), "token": {"text": text, "special": False},
+                           "generated_text": None, "details": None})  # fmt: skip
+        tally.account()  # the closing event reports the counts
+        details = {"finish_reason": tally.finish, "prompt_tokens": ctx.prompt_tokens,
+                   "generated_tokens": ctx.completion_tokens}  # fmt: skip
+        yield sse({"index": len(tally.parts) + 1, "token": {"text": "", "special": True},
+                   "generated_text": tally.reply, "details": details})  # fmt: skip
     except ServeError as exc:
-        ctx.err = spec_for(exc).err
-        engine_failed(exc)
-        yield sse(error_body(exc.message, spec_for(exc).type, exc.param, exc.code))
+        yield tally.fail(exc)
     finally:
-        account(ctx, usage, upstream, "".join(parts), len(parts))
-        if first and last > first:
-            ctx.gen_s = last - first
+        tally.close()

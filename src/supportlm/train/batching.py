@@ -39,6 +39,8 @@ from typing import Any, Literal
 
 import torch
 
+from supportlm.chat_template import assistant_spans
+
 IGNORE_INDEX = -100
 Mode = Literal["grouped", "packed", "padded"]
 MEGABATCH_MULT = 64  # grouped: rows sorted by length within windows of 64 x batch_size
@@ -63,25 +65,14 @@ class Example:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def _ids(x: Any) -> list[int]:
-    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True)
-    return list(x["input_ids"]) if hasattr(x, "keys") else list(x)
-
-
 def tokenize_messages(messages: list[dict[str, str]], tokenizer: Any, max_length: int) -> Example:
     """Chat-template `messages` into ids + assistant-only labels, truncated to `max_length` tokens."""
-    full = _ids(tokenizer.apply_chat_template(messages, tokenize=True))
+    full, spans, exact = assistant_spans(tokenizer, messages)
+    if not exact and not _warned:
+        _warned.append(True)
+        log.warning("chat template prefix is not a token prefix; assistant spans approximate")
     labels = [IGNORE_INDEX] * len(full)
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before = _ids(tokenizer.apply_chat_template(messages[:i], tokenize=True, add_generation_prompt=True))
-        after = _ids(tokenizer.apply_chat_template(messages[: i + 1], tokenize=True))
-        start, end = len(before), len(after)
-        if (after != full[:end] or before != after[:start]) and not _warned:
-            # A tokenizer that merges across the turn boundary: spans are off by a token or two.
-            _warned.append(True)
-            log.warning("chat template prefix is not a token prefix (turn %d); assistant spans approximate", i)
+    for start, end in spans:
         labels[start:end] = full[start:end]
     truncated = len(full) > max_length
     return Example(full[:max_length], labels[:max_length], truncated)
@@ -230,7 +221,13 @@ class BatchStream:
     """
 
     def __init__(
-        self, examples: Sequence[Example], mode: Mode, batch_size: int, max_length: int, pad_id: int, seed: int
+        self,
+        examples: Sequence[Example],
+        mode: Mode,
+        batch_size: int,
+        max_length: int,
+        pad_id: int,
+        seed: int,
     ) -> None:
         if not examples:
             raise ValueError("no examples to batch")
@@ -269,9 +266,7 @@ class BatchStream:
         return epoch + i / len(self.plan(epoch))
 
 
-def fixed_batches(
-    examples: Sequence[Example], batch_size: int, pad_id: int, max_length: int
-) -> list[Batch]:
+def fixed_batches(examples: Sequence[Example], batch_size: int, pad_id: int, max_length: int) -> list[Batch]:
     """Eval batches: length-sorted, dynamic padding, no shuffle (the same for base and tuned model)."""
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]))
     return [

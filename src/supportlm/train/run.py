@@ -4,7 +4,8 @@ Reads data/formatted/{train,val}.jsonl and models/base/; writes
 - models/adapter/: the best checkpoint's adapter, the tokenizer and supportlm_train.json;
 - models/checkpoints/<run_key>/: checkpoints + log.jsonl (kept across reruns, so a killed run resumes);
 - reports/train.json: the metrics contract of DESIGN.md plus curves, speed and memory figures, and
-  `targets` (speedup >= 1.5x, val loss below base) for reports/index.md; reports/train.md (a table);
+  `targets` (speedup >= 1.5x, val loss below base) for reports/index.md; reports/train.md (those numbers
+  in a table, and the loss plot);
 - reports/plots/train/loss.png: train and val loss vs step, the base model's val loss dashed;
 - mlflow.db + mlruns/ (train.tracking=mlflow).
 """
@@ -22,6 +23,7 @@ from supportlm.io import write_json
 from supportlm.lineage import dvc_hashes, flatten, git_sha, params_hash
 from supportlm.logs import ensure_logging
 from supportlm.paths import Paths
+from supportlm.render import Code, Document, fmt, pct
 from supportlm.runtime import cpu_info
 from supportlm.train.tracking import make_tracker, system_info
 
@@ -63,7 +65,9 @@ def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, 
         report = build_report(params, paths, recipe, result, baseline, tracker.run_id)
         report["stage_seconds"] = round(time.perf_counter() - t0, 1)
         plot_losses(result, paths.plots / "train" / "loss.png")
-        tracker.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None})
+        tracker.log_metrics(
+            {k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None}
+        )
         tracker.log_adapter(adapter)
         report["registered_model_version"] = getattr(tracker, "model_version", None)
         write_json(paths.reports / "train.json", report)
@@ -76,8 +80,13 @@ def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, 
         recipe.cleanup()
     log.info(
         "train: best val loss %.4f at step %d (base %.4f), %s useful tok/s vs %s padded (x%.2f), %.0f s",
-        report["best_val_loss"], report["best_step"], report["base_val_loss"], f"{report['tokens_per_s']:,.0f}",
-        f"{report['baseline_tokens_per_s'] or 0:,.0f}", report["speedup_vs_baseline"] or 0, report["stage_seconds"],
+        report["best_val_loss"],
+        report["best_step"],
+        report["base_val_loss"],
+        f"{report['tokens_per_s']:,.0f}",
+        f"{report['baseline_tokens_per_s'] or 0:,.0f}",
+        report["speedup_vs_baseline"] or 0,
+        report["stage_seconds"],
     )
     return report
 
@@ -172,7 +181,9 @@ def build_report(
         "trainable_params": recipe.trainable_params,
         "target_modules": recipe.target_modules,
         "run_key": recipe.run_key,
-        "params_hash": params_hash({"train": params.train.model_dump(mode="json"), "lora": params.lora.model_dump(mode="json")}),
+        "params_hash": params_hash(
+            {"train": params.train.model_dump(mode="json"), "lora": params.lora.model_dump(mode="json")}
+        ),
         "base_model": params.base_model.base,
         "data": {
             "train_examples": result.data["train"]["examples"],
@@ -220,21 +231,39 @@ def plot_losses(result: TrainResult, out: Path) -> Path:
         ax.plot(steps, loss, color="tab:blue", alpha=0.35, lw=1, label="train loss (per step)")
         w = max(1, len(loss) // 10)  # a step is only 8 rows: the per-step loss is noisy
         if w > 1:
-            smooth = [sum(loss[max(0, i - w + 1) : i + 1]) / len(loss[max(0, i - w + 1) : i + 1]) for i in range(len(loss))]
+            smooth = [
+                sum(loss[max(0, i - w + 1) : i + 1]) / len(loss[max(0, i - w + 1) : i + 1])
+                for i in range(len(loss))
+            ]
             ax.plot(steps, smooth, color="tab:blue", lw=1.6, label=f"train loss ({w}-step mean)")
     if result.val_curve:
         ax.plot(
-            [r["step"] for r in result.val_curve], [r["val_loss"] for r in result.val_curve],
-            color="tab:orange", marker="o", ms=4, lw=1.6, label="val loss",
+            [r["step"] for r in result.val_curve],
+            [r["val_loss"] for r in result.val_curve],
+            color="tab:orange",
+            marker="o",
+            ms=4,
+            lw=1.6,
+            label="val loss",
         )
-    ax.axhline(result.base_val_loss, color="gray", ls="--", lw=1.2, label=f"base val loss {result.base_val_loss:.3f}")
+    ax.axhline(
+        result.base_val_loss, color="gray", ls="--", lw=1.2, label=f"base val loss {result.base_val_loss:.3f}"
+    )
     ax.scatter(
-        [result.best_step], [result.best_val_loss], s=80, facecolors="none", edgecolors="tab:red", zorder=5,
+        [result.best_step],
+        [result.best_val_loss],
+        s=80,
+        facecolors="none",
+        edgecolors="tab:red",
+        zorder=5,
         label=f"best: {result.best_val_loss:.3f} @ step {result.best_step}",
     )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (assistant tokens, nats)")
-    ax.set_title(f"{result.method} fine-tune, {result.precision} on {result.device}" + (" (early stop)" if result.stopped_early else ""))
+    ax.set_title(
+        f"{result.method} fine-tune, {result.precision} on {result.device}"
+        + (" (early stop)" if result.stopped_early else "")
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -245,27 +274,34 @@ def plot_losses(result: TrainResult, out: Path) -> Path:
 
 def write_markdown(report: dict[str, Any], out: Path) -> Path:
     """reports/train.md: the numbers of train.json in a table, for reports/index.md to link."""
-
-    def fmt(v: Any, spec: str = ".4f") -> str:
-        return "n/a" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
-
-    rows = [
-        ("base val loss", fmt(report["base_val_loss"])),
-        ("best val loss (step)", f"{fmt(report['best_val_loss'])} ({report['best_step']})"),
-        ("steps (of planned)", f"{report['steps']} ({report['total_steps']}), early stop: {report['stopped_early']}"),
-        ("useful tokens/s", fmt(report["tokens_per_s"], ",.1f")),
-        ("padded baseline tokens/s", fmt(report["baseline_tokens_per_s"], ",.1f")),
-        ("speedup vs baseline", f"{fmt(report['speedup_vs_baseline'], '.2f')}x"),
-        ("padding waste (baseline)", f"{fmt(report['padding_waste'], '.1%')} ({fmt(report['baseline_padding_waste'], '.1%')})"),
-        ("peak memory MB (baseline)", f"{fmt(report['peak_mem_mb'], ',.0f')} ({fmt(report['baseline_peak_mem_mb'], ',.0f')})"),
-        ("train seconds / stage seconds", f"{fmt(report['train_seconds'], ',.0f')} / {fmt(report.get('stage_seconds'), ',.0f')}"),
-        ("method / precision / device", f"{report['method']} / {report['precision']} / {report['device']}"),
-        ("batching", report["batching"]),
-        ("MLflow run", f"`{report['mlflow_run_id']}`"),
-        ("run key / params hash", f"`{report['run_key']}` / `{report['params_hash']}`"),
-    ]
-    lines = ["# Training", "", "| metric | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
-    lines += ["![loss](plots/train/loss.png)", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines), encoding="utf-8")
+    doc = Document()
+    doc.h(1, "Training")
+    doc.table(["metric", "value"], _summary_rows(report))
+    doc.image("plots/train/loss.png", "loss")
+    doc.write(out)
     return out
+
+
+def _summary_rows(r: dict[str, Any]) -> list[tuple[str, Any]]:
+    run_id, speedup = r["mlflow_run_id"], r["speedup_vs_baseline"]
+    return [
+        ("base val loss", fmt(r["base_val_loss"], ".4f")),
+        ("best val loss (step)", f"{fmt(r['best_val_loss'], '.4f')} ({r['best_step']})"),
+        ("steps (of planned)", f"{r['steps']} ({r['total_steps']}), early stop: {fmt(r['stopped_early'])}"),
+        ("useful tokens/s", fmt(r["tokens_per_s"], ",.1f")),
+        ("padded baseline tokens/s", fmt(r["baseline_tokens_per_s"], ",.1f")),
+        ("speedup vs baseline", None if speedup is None else f"{speedup:.2f}x"),
+        ("padding waste (baseline)", f"{pct(r['padding_waste'])} ({pct(r['baseline_padding_waste'])})"),
+        (
+            "peak memory MB (baseline)",
+            f"{fmt(r['peak_mem_mb'], ',.0f')} ({fmt(r['baseline_peak_mem_mb'], ',.0f')})",
+        ),
+        (
+            "train seconds / stage seconds",
+            f"{fmt(r['train_seconds'], ',.0f')} / {fmt(r.get('stage_seconds'), ',.0f')}",
+        ),
+        ("method / precision / device", f"{r['method']} / {r['precision']} / {r['device']}"),
+        ("batching", r["batching"]),
+        ("MLflow run", Code(run_id) if run_id else None),
+        ("run key / params hash", [Code(r["run_key"]), " / ", Code(r["params_hash"])]),
+    ]

@@ -33,6 +33,7 @@ from supportlm.config import Params, SweepParams, SweepValue, parse_params
 from supportlm.errors import ConfigError, SupportLMError
 from supportlm.io import write_json
 from supportlm.lineage import flatten, git_sha
+from supportlm.render import Document, fmt
 
 log = logging.getLogger(__name__)
 TRAIN_METRICS = "reports/train.json"
@@ -44,7 +45,9 @@ TRAIN_METRICS = "reports/train.json"
 def plan_trials(sweep: SweepParams) -> list[dict[str, SweepValue]]:
     """The trials' search-space values: the whole grid, or `trials` distinct seeded draws from it."""
     keys = list(sweep.space)
-    grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(sweep.space[k] for k in keys))]
+    grid = [
+        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(sweep.space[k] for k in keys))
+    ]
     if sweep.method == "grid" or sweep.trials >= len(grid):
         return grid
     return random.Random(sweep.seed).sample(grid, sweep.trials)
@@ -58,7 +61,9 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def validate_trials(raw_params: dict[str, Any], trials: list[dict[str, SweepValue]], fixed: dict[str, Any]) -> None:
+def validate_trials(
+    raw_params: dict[str, Any], trials: list[dict[str, SweepValue]], fixed: dict[str, Any]
+) -> None:
     """Every trial's params must validate as a whole params.yaml: fail before anything is queued."""
     for i, trial in enumerate(trials):
         raw = copy.deepcopy(raw_params)
@@ -67,7 +72,9 @@ def validate_trials(raw_params: dict[str, Any], trials: list[dict[str, SweepValu
         try:
             parse_params(raw, source=f"sweep trial {i} ({format_overrides(trial)})")
         except ConfigError as exc:
-            raise ConfigError(f"{exc}\n(values come from params.yaml `sweep.space` / `sweep.fixed`)") from None
+            raise ConfigError(
+                f"{exc}\n(values come from params.yaml `sweep.space` / `sweep.fixed`)"
+            ) from None
 
 
 def format_value(value: SweepValue) -> str:
@@ -182,7 +189,9 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
     res = subprocess.run(cmd, check=False, cwd=cwd, env=env, timeout=timeout, text=True,
                          capture_output=not stream)  # fmt: skip
     if res.returncode != 0 and not stream:
-        raise SupportLMError(f"`{' '.join(cmd)}` failed ({res.returncode}):\n{(res.stderr or res.stdout)[-2000:]}")
+        raise SupportLMError(
+            f"`{' '.join(cmd)}` failed ({res.returncode}):\n{(res.stderr or res.stdout)[-2000:]}"
+        )
     return res
 
 
@@ -225,7 +234,9 @@ def run_sweep(root: Path, params: Params, raw_params: dict[str, Any], dry_run: b
     return result
 
 
-def summarize(sweep: SweepParams, rows: list[dict[str, Any]], wall_s: float, timed_out: bool) -> dict[str, Any]:
+def summarize(
+    sweep: SweepParams, rows: list[dict[str, Any]], wall_s: float, timed_out: bool
+) -> dict[str, Any]:
     best = best_trial(rows)
     return {
         "method": sweep.method,
@@ -237,7 +248,9 @@ def summarize(sweep: SweepParams, rows: list[dict[str, Any]], wall_s: float, tim
         "n_ok": sum(r["status"] == "ok" for r in rows),
         "timed_out": timed_out,
         "wall_seconds": round(wall_s, 1),
-        "best": None if best is None else {k: best[k] for k in ("name", "params", "best_val_loss", "best_step")},
+        "best": None
+        if best is None
+        else {k: best[k] for k in ("name", "params", "best_val_loss", "best_step")},
         "apply_command": None if best is None else f"dvc exp apply {best['name']}",
         "trials": rows,
         "git_sha": git_sha(),
@@ -247,46 +260,62 @@ def summarize(sweep: SweepParams, rows: list[dict[str, Any]], wall_s: float, tim
 # ---------------------------------------------------------------- reports
 
 
-def _fmt(x: Any, spec: str = ".4f") -> str:
-    return "—" if x is None else format(x, spec) if isinstance(x, float) else str(x)
+def build_document(result: dict[str, Any]) -> Document:
+    """reports/sweep.md: the setup, the best trial and how to apply it, every trial ranked, the plot."""
+    doc = Document()
+    doc.h(1, "Hyperparameter sweep")
+    doc.p(
+        f"{result['method']} search, {result['n_ok']}/{result['n_trials']} trial(s) finished in "
+        f"{result['wall_seconds'] / 60:.1f} min ({result['jobs']} worker(s)); every trial is a DVC "
+        "experiment of the train stage (`dvc exp show`). Fixed for every trial: "
+        f"{_overrides(result['fixed']) or 'nothing'}."
+    )
+    if best := result["best"]:
+        doc.p(
+            f"**Best: `{best['name']}`** — val loss {best['best_val_loss']:.4f} at step {best['best_step']} "
+            f"with {_overrides(best['params'])}. Make it the workspace's: `{result['apply_command']}`, "
+            "then `dvc repro`."
+        )
+    if result["timed_out"]:
+        doc.p("**The sweep hit `sweep.timeout_s`; unfinished trials are marked failed.**")
+    _trials_table(doc, result)
+    doc.image("plots/sweep/val_loss.png", "val loss per trial")
+    if failed := [r["name"] for r in result["trials"] if r["status"] != "ok"]:
+        doc.p(f"Failed trials: {', '.join(failed)} — see `dvc queue logs <name>`.")
+    return doc
+
+
+def _overrides(values: dict[str, SweepValue]) -> str:
+    return ", ".join(f"`{k}={format_value(v)}`" for k, v in values.items())
+
+
+def _trials_table(doc: Document, result: dict[str, Any]) -> None:
+    """Every trial ranked by best val loss (failed ones last); numeric columns right-aligned."""
+    keys, best = list(result["space"]), (result["best"] or {}).get("name")
+    metrics = ["best val loss", "base val loss", "best step", "train s", "tok/s"]
+    numeric = [
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in result["space"][k]) for k in keys
+    ]
+    rows = [
+        [
+            f"`{r['name']}`" + (" **(best)**" if r["name"] == best else ""),
+            *(format_value(r["params"][k]) for k in keys),
+            fmt(r["best_val_loss"], ".4f"),
+            fmt(r["base_val_loss"], ".4f"),
+            r["best_step"],
+            fmt(r["train_seconds"], ".0f"),
+            fmt(r["tokens_per_s"], ".1f"),
+            r["status"],
+        ]
+        for r in sorted(result["trials"], key=lambda r: (r["best_val_loss"] is None, r["best_val_loss"] or 0))
+    ]
+    right = [1 + i for i, num in enumerate(numeric) if num] + [1 + len(keys) + i for i in range(len(metrics))]
+    doc.table(["trial", *keys, *metrics, "status"], rows, align_right=right)
 
 
 def render_markdown(result: dict[str, Any]) -> str:
-    best = result["best"]
-    keys = list(result["space"])
-    lines = [
-        "# Hyperparameter sweep",
-        "",
-        f"{result['method']} search, {result['n_ok']}/{result['n_trials']} trial(s) finished in "
-        f"{result['wall_seconds'] / 60:.1f} min ({result['jobs']} worker(s)); every trial is a DVC experiment "
-        "of the train stage (`dvc exp show`). Fixed for every trial: "
-        + (", ".join(f"`{k}={format_value(v)}`" for k, v in result["fixed"].items()) or "nothing")
-        + ".",
-        "",
-    ]
-    if best:
-        lines += [
-            f"**Best: `{best['name']}`** — val loss {best['best_val_loss']:.4f} at step {best['best_step']} with "
-            + ", ".join(f"`{k}={format_value(v)}`" for k, v in best["params"].items())
-            + f". Make it the workspace's: `{result['apply_command']}`, then `dvc repro`.",
-            "",
-        ]
-    if result["timed_out"]:
-        lines += ["**The sweep hit `sweep.timeout_s`; unfinished trials are marked failed.**", ""]
-    head = ["trial", *keys, "best val loss", "base val loss", "best step", "train s", "tok/s", "status"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = sorted(result["trials"], key=lambda r: (r["best_val_loss"] is None, r["best_val_loss"] or 0))
-    for r in order:
-        mark = " **(best)**" if best and r["name"] == best["name"] else ""
-        cells = [f"`{r['name']}`{mark}", *(format_value(r["params"][k]) for k in keys),
-                 _fmt(r["best_val_loss"]), _fmt(r["base_val_loss"]), _fmt(r["best_step"]),
-                 _fmt(r["train_seconds"], ".0f"), _fmt(r["tokens_per_s"], ".1f"), r["status"]]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![val loss per trial](plots/sweep/val_loss.png)", ""]
-    failed = [r["name"] for r in result["trials"] if r["status"] != "ok"]
-    if failed:
-        lines += [f"Failed trials: {', '.join(failed)} — see `dvc queue logs <name>`.", ""]
-    return "\n".join(lines)
+    """The Markdown of `build_document` (its one image is already relative to reports/)."""
+    return build_document(result).to_md()
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> Path:
@@ -331,4 +360,4 @@ def plot(result: dict[str, Any], out_dir: Path) -> Path:
 def write_reports(reports: Path, result: dict[str, Any]) -> None:
     result["plots"] = [str(plot(result, reports / "plots" / "sweep"))]
     write_json(reports / "sweep.json", result)
-    (reports / "sweep.md").write_text(render_markdown(result), encoding="utf-8")
+    build_document(result).write(reports / "sweep.md")
