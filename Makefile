@@ -1,5 +1,6 @@
 # supportlm: `make all` (setup + whole pipeline) and `make test` do everything on a fresh clone.
 # PROFILE=cpu|gpu|smoke merges profiles/<name>.yaml into params.yaml before running (unset: params.yaml as is).
+# GPUS=N (with a PROFILE) trains in N processes under accelerate launch: one per GPU (gloo processes on a CPU host).
 
 SHELL        := /bin/bash
 PYTHON       ?= python3
@@ -9,6 +10,8 @@ STAMP        := $(VENV)/.installed
 CONSTRAINTS  := requirements/constraints-cpu.txt
 EXTRAS       := labels,train,eval,serve,bench,dev
 PROFILE      ?=
+GPUS         ?=
+SETS         := $(if $(GPUS),--set train.num_processes=$(GPUS))
 export PATH  := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
@@ -44,7 +47,7 @@ all: setup llama-tools profile repro  ## setup + the whole DVC pipeline (PROFILE
 endif
 
 docker-all: docker-build-train  ## every stage in the training image, in graph order (DRY_RUN=1 prints the plan)
-	PROFILE=$(PROFILE) DRY_RUN=$(DRY_RUN) bash scripts/docker_all.sh $(TRAIN_IMAGE)
+	PROFILE=$(PROFILE) GPUS=$(GPUS) DRY_RUN=$(DRY_RUN) bash scripts/docker_all.sh $(TRAIN_IMAGE)
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 TRAIN_IMAGE := supportlm-train:$(VERSION)
@@ -87,7 +90,9 @@ lock-image:  ## regenerate requirements/lock-train-image.txt (the training image
 
 profile: setup
 ifneq ($(PROFILE),)
-	$(BIN)/supportlm params apply-profile $(PROFILE)
+	$(BIN)/supportlm params apply-profile $(PROFILE) $(SETS)
+else ifneq ($(GPUS),)
+	$(error GPUS=$(GPUS) needs a PROFILE to apply it with, e.g. make all PROFILE=gpu GPUS=$(GPUS))
 endif
 
 repro: setup  ## dvc repro (reruns only what changed)

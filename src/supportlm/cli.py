@@ -88,11 +88,12 @@ def params_check(params: ParamsOpt = Path("params.yaml")) -> None:
 def apply_profile(
     name: Annotated[str, typer.Argument(help="profiles/<name>.yaml to merge into params.yaml: cpu, gpu, smoke")],
     params: ParamsOpt = Path("params.yaml"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="BLOCK.KEY=VALUE on top, e.g. train.num_processes=4")] = None,
 ) -> None:
     """Merge a profile overlay into params.yaml (comments kept); the result is validated first."""
     from supportlm.profiles import apply_profile as apply
 
-    changed = guarded(lambda: apply(name, params))
+    changed = guarded(lambda: apply(name, params, set_))
     out.print(f"profile [bold]{name}[/]: {len(changed)} value(s) set" + "".join(f"\n  {k}" for k in changed))
 
 
@@ -210,12 +211,13 @@ def docker_plan_cmd(
     profile: Annotated[str | None, typer.Option(help="profile applied first (smoke|cpu|gpu; none: params.yaml as is)")] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="the host has a GPU: stages get --gpus all")] = False,
     image: Annotated[str | None, typer.Option(help="training image (default supportlm-train:<version>)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="BLOCK.KEY=VALUE on top of the profile")] = None,
 ) -> None:
     """Print the container plan (`label<TAB>shell line` per step) that scripts/docker_all.sh runs on the host."""
     from supportlm.docker_plan import IMAGE, Host, plan, render
 
     host = Host(root=root, uid=uid, gid=gid, hf_home=hf_home, gpu=gpu)
-    sys.stdout.write(guarded(lambda: render(plan(profile, host, image or IMAGE))))
+    sys.stdout.write(guarded(lambda: render(plan(profile, host, image or IMAGE, sets=set_ or []))))
 
 
 @app.command("wait-url")

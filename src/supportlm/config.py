@@ -284,6 +284,20 @@ class TrainParams(Strict):
     early_stopping: EarlyStopping = EarlyStopping()
     tracking: Literal["mlflow", "wandb", "none"] = "mlflow"
     baseline_steps: Annotated[int, Field(ge=0)] = 1  # optimizer steps of naive padded batching (speed ratio); 0 = skip
+    # processes training together (one per GPU; gloo processes on a CPU-only host). Each step's
+    # gradient_accumulation_steps micro-batches are dealt out to them, so the run does not depend on the count
+    num_processes: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _every_process_gets_a_micro_batch(self) -> TrainParams:
+        if self.num_processes > self.gradient_accumulation_steps:
+            raise ValueError(
+                f"train.num_processes ({self.num_processes}) > train.gradient_accumulation_steps "
+                f"({self.gradient_accumulation_steps}): a step's micro-batches are shared out to the processes, "
+                "so each needs at least one; raise gradient_accumulation_steps (the global batch is "
+                "batch_size x gradient_accumulation_steps rows whatever the process count)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------- merge / evaluate / quantize

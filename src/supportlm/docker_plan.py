@@ -15,6 +15,7 @@ passed by *name* (never its value) and the HF cache mounted so base weights are 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -112,8 +113,11 @@ def tgi_steps(host: Host, image: str) -> tuple[list[tuple[str, str]], tuple[str,
     return [("tgi", remove), ("tgi", shlex.join(start)), ("tgi", shlex.join(wait))], (CLEANUP, remove)
 
 
-def plan(profile: str | None, host: Host, image: str = IMAGE, dvc_yaml: Path = Path("dvc.yaml")) -> list[tuple[str, str]]:
-    """The steps as (label, shell line): the profile overlay, then one container per stage."""
+def plan(
+    profile: str | None, host: Host, image: str = IMAGE, dvc_yaml: Path = Path("dvc.yaml"), sets: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """The steps as (label, shell line): the profile overlay (+ `sets`, e.g. train.num_processes=4), then one
+    container per stage."""
     if profile == "gpu" and not host.gpu:
         raise ConfigError(
             "PROFILE=gpu: no GPU on this host (nvidia-smi finds none, or Docker has no NVIDIA runtime). "
@@ -121,9 +125,11 @@ def plan(profile: str | None, host: Host, image: str = IMAGE, dvc_yaml: Path = P
         )
     online = profile == "gpu"  # the GPU profile downloads its base model; every other profile is offline
     steps: list[tuple[str, str]] = []
+    if sets and not profile:
+        raise ConfigError(f"--set {' '.join(sets)} needs a profile to apply it with (PROFILE=gpu GPUS=4)")
     if profile:
-        steps.append(("profile", shlex.join(docker_run(host, ["python", "-m", "supportlm", "params", "apply-profile",
-                                                              profile], image, offline=not online))))
+        apply = ["python", "-m", "supportlm", "params", "apply-profile", profile, *(a for s in sets for a in ("--set", s))]
+        steps.append(("profile", shlex.join(docker_run(host, apply, image, offline=not online))))
     if profile == "gpu":  # .dvc/config.local: this checkout only, not committed
         steps.append(("dvc-cache", shlex.join(docker_run(host, ["dvc", "config", "--local", "cache.type",
                                                                 DVC_CACHE_TYPE], image, offline=False))))

@@ -104,11 +104,12 @@ def load_overlay(name: str, profiles_dir: Path) -> dict[str, Any]:
     return data
 
 
-def apply_profile(name: str, params_path: Path = Path("params.yaml")) -> list[str]:
+def apply_profile(name: str, params_path: Path = Path("params.yaml"), sets: list[str] | None = None) -> list[str]:
     """Overlay profiles/<name>.yaml on the CPU defaults (profiles/cpu.yaml) and write params.yaml.
 
     The defaults go first so the result does not depend on what was applied before: a GPU run after a
     smoke run must not keep the smoke profile's 2 training steps for a key gpu.yaml does not set.
+    `sets` ("train.num_processes=4", YAML values) go on top (`make all PROFILE=gpu GPUS=4`).
     Returns the dotted keys whose value changed.
     """
     params_path = Path(params_path)
@@ -119,6 +120,7 @@ def apply_profile(name: str, params_path: Path = Path("params.yaml")) -> list[st
     if name != "cpu":
         merge(doc, load_overlay("cpu", profiles_dir))
     merge(doc, load_overlay(name, profiles_dir))
+    merge(doc, parse_sets(sets or []))
     doc["profile"] = name
     after = _flat_values(doc)
     changed = [k for k in after if after[k] != before.get(k)] + [k for k in before if k not in after]
@@ -132,6 +134,21 @@ def apply_profile(name: str, params_path: Path = Path("params.yaml")) -> list[st
     tmp.write_text(text)
     tmp.replace(params_path)
     return changed
+
+
+def parse_sets(sets: list[str]) -> dict[str, Any]:
+    """["train.num_processes=4"] -> {"train": {"num_processes": 4}} (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected BLOCK.KEY=VALUE, e.g. train.num_processes=4")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = YAML(typ="safe").load(value)
+    return out
 
 
 def _flat_values(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -78,6 +78,13 @@ def test_cpu_plan_is_the_same_plan_without_gpu_flags(tmp_path):
     assert [label for label, _ in plan(None, _host(tmp_path, gpu=False), dvc_yaml=DVC_YAML)] == stage_order(DVC_YAML)
 
 
+def test_gpus_reach_the_profile_step(tmp_path):
+    steps = dict(plan("gpu", _host(tmp_path, gpu=True), dvc_yaml=DVC_YAML, sets=["train.num_processes=4"]))
+    assert steps["profile"].endswith("params apply-profile gpu --set train.num_processes=4")
+    with pytest.raises(ConfigError, match="needs a profile"):
+        plan(None, _host(tmp_path, gpu=True), dvc_yaml=DVC_YAML, sets=["train.num_processes=4"])
+
+
 def test_gpu_profile_without_a_gpu_stops_before_running_anything(tmp_path):
     with pytest.raises(ConfigError, match=r"PROFILE=gpu: no GPU .*Fix:"):
         plan("gpu", _host(tmp_path, gpu=False), dvc_yaml=DVC_YAML)

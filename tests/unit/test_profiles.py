@@ -79,3 +79,18 @@ def test_bad_overlay_never_writes(project):
     assert (project / "params.yaml").read_text() == before
     with pytest.raises(ConfigError, match="Known profiles"):
         apply_profile("nope", project / "params.yaml")
+
+
+def test_gpus_set_on_top_of_a_profile_and_cpu_resets_it(project):
+    """`make all PROFILE=gpu GPUS=4` = the gpu overlay + train.num_processes=4; cpu afterwards restores 1."""
+    original = (project / "params.yaml").read_text()
+    changed = apply_profile("gpu", project / "params.yaml", ["train.num_processes=4"])
+    assert "train.num_processes" in changed
+    p = load_params(project / "params.yaml")
+    assert p.train.num_processes == 4 and p.train.gradient_accumulation_steps >= 4
+    with pytest.raises(ConfigError, match="train.num_processes"):  # more processes than micro-batches per step
+        apply_profile("cpu", project / "params.yaml", ["train.num_processes=4"])
+    with pytest.raises(ConfigError, match="BLOCK.KEY=VALUE"):
+        apply_profile("cpu", project / "params.yaml", ["num_processes"])
+    apply_profile("cpu", project / "params.yaml")
+    assert (project / "params.yaml").read_text() == original

@@ -71,6 +71,7 @@ def test_broken_json_lines_are_rejected_with_line_numbers(tmp_path):
     assert [r.id for r in res.records] == ["t:1", "t:4"]
     assert [(r["line"], r["reason"]) for r in res.rejected] == [(2, "invalid_json"), (3, "invalid_json")]
     assert "expected a JSON object" in res.rejected[1]["detail"]
+    assert [r["raw"] for r in res.rejected] == ['{"q": "broken", ', "[1, 2]"]  # the line's text, never lost
 
 
 def test_wrong_mapping_on_jsonl_is_structural(tmp_path):

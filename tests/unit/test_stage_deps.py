@@ -28,6 +28,7 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 # modules a stage runs without importing them: edges the import parser cannot see
 RUN_AS_FILE = {
     "supportlm.bench.run": {"supportlm.bench.locustfile"},  # `locust -f locustfile.py` in a child process
+    "supportlm.train.distributed": {"supportlm.train.rank"},  # `accelerate launch -m supportlm.train.rank`
 }
 
 

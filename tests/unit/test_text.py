@@ -31,10 +31,32 @@ def test_curly_quotes_are_not_damage():
         ("line<br/>break", "line\nbreak"),
         ("order {{Order Number}} is late", "order {{Order Number}} is late"),
         ("a < b and c > d", "a < b and c > d"),
+        # what a regex left behind: script and style bodies, comments, the <head> of an e-mail export
+        ("<p>Hi</p><script>track('x')</script><style>p{color:red}</style>", "Hi\n"),
+        ("before <!-- agent note: VIP --> after", "before  after"),
+        ("<p>a</p><!--[if mso]><table><tr><td>outlook</td></tr></table><![endif]-->", "a\n"),
+        ("<<b>not</b> a tag", "<not a tag"),
+        ("<!-- only a comment -->", ""),
     ],
 )
 def test_strip_markup(raw, expected):
     assert text.strip_markup(raw)[0] == expected
+
+
+def test_html_email_export_keeps_only_what_the_customer_wrote():
+    email = (
+        '<?xml version="1.0" encoding="utf-8"?><html><head><title>Ticket #4411</title>'
+        "<style>.sig{color:#999}</style><meta charset='utf-8'></head><body>"
+        "<div class='msg-body'><p>Hello,</p><p>my order {{Order Number}} never arrived &amp; the tracking"
+        "&nbsp;page is empty.</p><ul><li>ordered: Monday</li><li>paid: yes</li></ul>"
+        "<script>window.helpdesk.track()</script><p class='sig'>Jane</p></div></body></html>"
+    )
+    new, codes = text.strip_markup(email)
+    assert codes == ["markup_stripped"]
+    assert text.normalize_whitespace(new)[0] == (
+        "Hello,\nmy order {{Order Number}} never arrived & the tracking page is empty.\n"
+        "ordered: Monday\npaid: yes\n\nJane"  # the list ends a paragraph
+    )
 
 
 @pytest.mark.parametrize(

@@ -143,7 +143,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(project, reference, tmp_
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, arg], env=env, capture_output=True, timeout=120, check=False)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    run_dir = next(ckpts.iterdir())
+    run_dir = next(d for d in ckpts.iterdir() if d.name != "base_val_loss")
     assert (run_dir / "checkpoint-000002" / "COMPLETE").exists()
 
     r = recipe(project, ckpts)
@@ -387,3 +387,21 @@ class _FakeTokenizer:
 
     def save_pretrained(self, path: str) -> None:
         (Path(path) / "tokenizer_config.json").write_text("{}", encoding="utf-8")
+
+
+def test_base_val_loss_is_reused_across_lora_settings(project, reference, tmp_path):
+    """The base model's val loss depends on the base and the val rows only: `-S lora.r=32` reuses it."""
+    ckpts = tmp_path / "ckpts"
+    first = recipe(project, ckpts)
+    base = first.measure_base()
+    assert base == reference[1].base_val_loss
+    other = recipe(project, ckpts, lora=LoraParams(r=8, alpha=16, dropout=0.1))
+    assert other.run_key != first.run_key  # a different run ...
+
+    def no_eval(adapter=True):
+        raise AssertionError("the base loss was recomputed")
+
+    other.evaluate = no_eval
+    assert other.measure_base() == base  # ... with the same cached base loss
+    changed = recipe(project, ckpts, _params(max_length=96))  # the val rows change: measured again
+    assert changed.measure_base() != base

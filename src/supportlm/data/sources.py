@@ -98,8 +98,8 @@ def _iter_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str], 
         fh.close()
 
 
-def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """Yield (line number, parsed object or None when broken, raw text)."""
+def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any] | None, str, str]]:
+    """Yield (line number, parsed object or None when broken, what is wrong, the line as read)."""
     fh = _open_text(path, encoding)
     line_no = 0
     seen = False
@@ -111,12 +111,12 @@ def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield line_no, None, f"invalid JSON: {exc.msg} at column {exc.colno}"
+                yield line_no, None, f"invalid JSON: {exc.msg} at column {exc.colno}", line.rstrip("\r\n")
                 continue
             if not isinstance(obj, dict):
-                yield line_no, None, f"expected a JSON object, got {type(obj).__name__}"
+                yield line_no, None, f"expected a JSON object, got {type(obj).__name__}", line.rstrip("\r\n")
                 continue
-            yield line_no, obj, ""
+            yield line_no, obj, "", line
     except UnicodeDecodeError:
         raise _decode_error(path, encoding) from None
     finally:
@@ -235,9 +235,9 @@ def load_table(src: TableSource, base_dir: Path) -> SourceResult:
             (out.records.append(rec) if rec else out.rejected.append(rej))  # type: ignore[arg-type]
         return out
     keys_seen: set[str] = set()
-    for line, obj, err in _iter_jsonl(path, src.encoding):
-        if obj is None:
-            out.rejected.append(_reject(src.name, line, "invalid_json", err, None))
+    for line, obj, err, raw in _iter_jsonl(path, src.encoding):
+        if obj is None:  # the line's text is kept: a broken export line is evidence, not noise
+            out.rejected.append(_reject(src.name, line, "invalid_json", err, raw))
             continue
         keys_seen |= set(obj)
         rec, rej = _from_mapping(src, src.columns, line, obj)

@@ -6,9 +6,9 @@ stage can record exactly what happened to every row.
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
+from typing import Any
 
 import ftfy
 
@@ -49,9 +49,14 @@ def is_mojibake(text: str) -> bool:
 
 # ---------------------------------------------------------------- markup
 
-_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
-_BLOCK_TAG = re.compile(r"<(?:br|/p|/div|/li|/tr|/h[1-6])\s*/?>", re.IGNORECASE)
+# a cheap pre-check: text with no tag and no entity is never parsed (most rows)
+_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>|<!--")
 _ENTITY = re.compile(r"&(?:[a-zA-Z]{2,8}|#\d{2,6}|#x[0-9a-fA-F]{2,6});")
+# whose contents are never text a customer wrote
+_INVISIBLE = ("script", "style", "head", "title", "template", "noscript", "iframe", "object")
+# elements after which a reader sees a line break
+_BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
+                     "blockquote", "pre", "hr", "section", "article", "header", "footer", "address"})  # fmt: skip
 
 
 def has_markup(text: str) -> bool:
@@ -59,13 +64,36 @@ def has_markup(text: str) -> bool:
 
 
 def strip_markup(text: str) -> tuple[str, list[str]]:
-    """HTML tags -> text (block tags become newlines), entities unescaped. Placeholders {{..}} untouched."""
+    """HTML -> the text a reader sees, by lxml's HTML parser (libxml2): script/style/head bodies and
+    comments dropped, a line break after block elements and <br>, entities decoded. Placeholders
+    {{..}} are plain text to the parser and stay as they are."""
     if not has_markup(text):
         return text, []
-    text = _BLOCK_TAG.sub("\n", text)
-    text = _TAG.sub("", text)
-    text = html.unescape(text).replace("\xa0", " ")
-    return text, ["markup_stripped"]
+    from lxml import etree  # here, not at the top: the gateway imports this module for mask_pii only
+
+    root = _parse_html(text)
+    if root is None:  # markup with no content at all, e.g. "<br/>" or "<!-- -->"
+        return "", ["markup_stripped"]
+    etree.strip_elements(root, *_INVISIBLE, etree.Comment, etree.ProcessingInstruction, with_tail=False)
+    for el in root.iter():
+        if el.tag in _BREAKS:
+            el.tail = "\n" + (el.tail or "")
+    return root.text_content().replace("\xa0", " "), ["markup_stripped"]
+
+
+def _parse_html(text: str) -> Any:
+    """The <body> (or whole document) as lxml parses it; None when nothing is left to parse."""
+    import lxml.html
+    from lxml import etree
+
+    try:
+        doc = lxml.html.document_fromstring(text)
+    except ValueError:  # a str with an XML encoding declaration: lxml wants bytes for that
+        doc = lxml.html.document_fromstring(text.encode("utf-8"))
+    except etree.ParserError:  # "Document is empty"
+        return None
+    body = doc.find("body")
+    return body if body is not None else doc
 
 
 # ---------------------------------------------------------------- whitespace

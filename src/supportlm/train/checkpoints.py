@@ -2,7 +2,7 @@
 
 Layout: `<checkpoints_root>/<run_key>/checkpoint-NNNNNN/` holds adapter_model.safetensors +
 adapter_config.json (peft), optimizer.pt, scheduler.pt, scaler.pt (fp16 only), rng.pt (torch, CUDA,
-numpy and Python RNG states), trainer_state.json (`TrainState`) and, written last, `COMPLETE`.
+numpy and Python RNG states; rng-rank<N>.pt for each further process), trainer_state.json (`TrainState`) and, written last, `COMPLETE`.
 A dir without `COMPLETE` (or a `.tmp-` dir) is an interrupted write: removed, never resumed.
 """
 
@@ -33,7 +33,7 @@ TRAINER_VERSION = 1  # bump when a code change makes old checkpoints unsafe to r
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
 # Params that do not change the training trajectory: changing them must not start a new run.
-_NOT_IN_RUN_KEY = {"tracking", "baseline_steps", "save_total_limit", "save_steps"}
+_NOT_IN_RUN_KEY = {"tracking", "baseline_steps", "save_total_limit", "save_steps", "num_processes"}
 
 
 @dataclass
@@ -86,6 +86,26 @@ def run_key(
         "precision": precision,
         "version": TRAINER_VERSION,
     }
+    if train.num_processes > 1:  # only then: one-process runs keep the keys they had before it existed
+        key["world_size"] = train.num_processes
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def base_loss_key(train: TrainParams, val_md5: str, model_dir: Path, device: torch.device, precision: str) -> str:
+    """Hash of what the base model's val loss depends on: base weights, val rows and their batching,
+    device, precision and (qlora) the 4-bit load; not the adapter or optimizer settings."""
+    weights = sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors"))
+    key = {
+        "base_config": (model_dir / "config.json").read_text(encoding="utf-8"),
+        "base_weights": weights,
+        "val": [val_md5, train.val_rows, train.seed, train.max_length, train.batch_size],
+        "method": train.method,
+        "quant": train.quant.model_dump(mode="json") if train.method == "qlora" else None,
+        "device": device.type,
+        "precision": precision,
+        "world_size": train.num_processes,
+        "version": TRAINER_VERSION,
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -121,8 +141,11 @@ def save_checkpoint(
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
     elapsed: Callable[[], float],
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Atomic: write a tmp dir, fsync, COMPLETE marker, rename. `elapsed()` is stored as state.elapsed_s."""
+    """Atomic: write a tmp dir, fsync, COMPLETE marker, rename. `elapsed()` is stored as state.elapsed_s.
+
+    `rng_states`: every rank's RNG state, rank order (default: this process's)."""
     step = state.step
     final = checkpoint_dir(run_dir, step)
     tmp = run_dir / f".tmp-{CHECKPOINT_PREFIX}{step:06d}-{os.getpid()}"
@@ -134,7 +157,8 @@ def save_checkpoint(
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         if scaler is not None:
             torch.save(scaler.state_dict(), tmp / "scaler.pt")
-        torch.save(_rng_state(), tmp / "rng.pt")
+        for rank, rng in enumerate(rng_states or [rng_state()]):
+            torch.save(rng, tmp / rng_file(rank))
         state.elapsed_s = elapsed()
         (tmp / "trainer_state.json").write_text(json.dumps(state.to_json(), indent=2))
         _fsync_tree(tmp)
@@ -170,8 +194,9 @@ def load_checkpoint(
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
     device: torch.device,
+    rank: int = 0,
 ) -> TrainState:
-    """Restore adapter weights, optimizer, scheduler, scaler and every RNG from `ck`; returns its state."""
+    """Restore adapter weights, optimizer, scheduler, scaler and this rank's RNGs from `ck`; its state."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -180,7 +205,7 @@ def load_checkpoint(
     scheduler.load_state_dict(torch.load(ck / "scheduler.pt", weights_only=False))
     if scaler is not None and (ck / "scaler.pt").exists():
         scaler.load_state_dict(torch.load(ck / "scaler.pt", weights_only=False))
-    rng = torch.load(ck / "rng.pt", weights_only=False)
+    rng = torch.load(ck / rng_file(rank), weights_only=False)
     torch.set_rng_state(rng["torch"])
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
@@ -197,13 +222,14 @@ def resume_latest(
     scaler: torch.amp.GradScaler | None,
     device: torch.device,
     total_steps: int,
+    rank: int = 0,
 ) -> TrainState | None:
     """Load the newest complete checkpoint of `run_dir` into the training objects; its state (None: none)."""
     ckpts = complete_checkpoints(run_dir)
     if not ckpts:
         return None
     ck = ckpts[-1]
-    state = load_checkpoint(ck, model, optimizer, scheduler, scaler, device)
+    state = load_checkpoint(ck, model, optimizer, scheduler, scaler, device, rank)
     log.info(
         "resumed %s at step %d/%d (best val loss %s at step %d, %d bad evals)",
         ck,
@@ -236,7 +262,12 @@ def export_adapter(best: Path, out_dir: Path, tokenizer: Any, meta: dict[str, An
     return out_dir
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_file(rank: int) -> str:
+    """rng.pt for rank 0 (the one-process name), rng-rank<N>.pt for the others."""
+    return "rng.pt" if rank == 0 else f"rng-rank{rank}.pt"
+
+
+def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,3 +63,23 @@ def summed_loss(
         keep = targets != IGNORE_INDEX  # (B, T-1)
         logits = lm_head(hidden[:, :-1][keep])  # (N supervised, V)
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+
+
+class StepLoss(torch.nn.Module):
+    """`summed_loss` as a module: what DDP wraps when several processes train (its forward is the step's).
+
+    Calling the backbone and head directly, as `summed_loss` does, would bypass DDP's forward and
+    with it the gradient all-reduce; through this module every step goes through DDP."""
+
+    def __init__(
+        self,
+        model: Any,
+        head: Head | None,
+        device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager],
+    ) -> None:
+        super().__init__()
+        self.model, self.head, self.device, self.autocast = model, head, device, autocast
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return summed_loss(self.model, self.head, batch, self.device, self.autocast())

@@ -40,13 +40,19 @@ def checkpoints_dir(paths: Paths) -> Path:
 
 
 def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, Any]:
-    """Fine-tune, export the best adapter, benchmark the padded baseline, track, report."""
+    """Fine-tune, export the best adapter, benchmark the padded baseline, track, report.
+
+    With `train.num_processes` > 1 it starts itself that many times under `accelerate launch` and
+    returns rank 0's report; inside such a group, ranks other than 0 train and return {}."""
     from supportlm.train.baseline import benchmark_padded
+    from supportlm.train.distributed import launch, launched_world_size
     from supportlm.train.trainer import LoRAFinetuneRecipe
 
     ensure_logging()
     t0 = time.perf_counter()
     p = params.train
+    if p.num_processes > 1 and launched_world_size() == 1:
+        return launch(p.num_processes, params, paths.root)
     recipe = LoRAFinetuneRecipe(
         p,
         params.lora,
@@ -56,6 +62,13 @@ def run_train(params: Params, paths: Paths, progress: bool = True) -> dict[str, 
         progress=progress,
     )
     recipe.setup()
+    if not recipe.dist.is_main:  # the collective work only: rank 0 tracks, exports and reports
+        try:
+            recipe.train()
+            benchmark_padded(recipe, p.baseline_steps)
+        finally:
+            recipe.cleanup()
+        return {}
     tracker = _start_tracker(params, paths, recipe)
     try:
         result = recipe.train()
@@ -173,6 +186,7 @@ def build_report(
         "precision": result.precision,
         "method": result.method,
         "batching": params.train.batching,
+        "num_processes": params.train.num_processes,
         "steps": result.steps,
         "total_steps": result.total_steps,
         "stopped_early": result.stopped_early,

@@ -14,6 +14,9 @@ state is explicit here: adapter weights, AdamW moments, scheduler, grad scaler, 
 best-so-far and the early-stopping counter; the data order is a pure function of (seed, epoch), so
 the position in the data is just `step x gradient_accumulation_steps`.
 
+This docstring is the recipe's reference (every knob, what it costs); it is why the file runs past
+~500 lines while the code, one concern (the training loop and its state), is ~450.
+
 Features (params.yaml `train:` and `lora:`):
 
 - `train.method`: `lora` trains low-rank adapters on a frozen base in the train precision;
@@ -50,6 +53,9 @@ Features (params.yaml `train:` and `lora:`):
   params that change the trajectory, the data files, the base model config and the device/precision.
   A rerun continues from the newest complete checkpoint; a changed config starts a fresh run dir.
   Writes are atomic (tmp dir, fsync, `COMPLETE` marker, rename); tmp or unmarked dirs are removed.
+- Several processes (`train.num_processes`, launched by train/run.py under `accelerate launch`): DDP
+  over the adapters, each step's micro-batches shared out so the run does not depend on the count, rank 0
+  the only writer; see train/distributed.py.
 - Logs: one JSONL line per optimizer step (step, loss, lr, tokens_per_s of useful tokens, peak_mem_mb
   = peak CUDA allocation or peak RSS, grad_norm, elapsed_s) and per eval (val_loss) in
   `<run dir>/log.jsonl`; a tqdm bar on a terminal; a log line every few steps
@@ -85,6 +91,7 @@ import torch
 
 from supportlm.config import LoraParams, TrainParams
 from supportlm.errors import DataError
+from supportlm.io import write_json
 from supportlm.train import checkpoints as ckpt
 from supportlm.train.batching import Batch
 from supportlm.train.checkpoints import COMPLETE, TrainState
@@ -96,9 +103,10 @@ from supportlm.train.device import (
     resolve_device,
     resolve_precision,
 )
+from supportlm.train.distributed import Dist
 from supportlm.train.inputs import load_data
 from supportlm.train.lora_model import load_lora_model
-from supportlm.train.loss import Head, summed_loss
+from supportlm.train.loss import Head, StepLoss, summed_loss
 from supportlm.train.memory import check_memory, oom_guard
 from supportlm.train.result import TrainResult
 from supportlm.train.run_log import RunLog
@@ -152,7 +160,8 @@ class LoRAFinetuneRecipe:
         for f in (self.train_file, self.val_file):
             if not f.exists():
                 raise DataError(f"{f}: not found; run `dvc repro format` (or `supportlm format`) first")
-        self.device = resolve_device()
+        self.dist = Dist.start(train.num_processes, resolve_device())  # one process unless launched as several
+        self.device = self.dist.device
         self.precision = resolve_precision(train.precision, self.device)
         self.dtype = DTYPES[self.precision]
         self.resumed_from: int | None = None
@@ -180,7 +189,7 @@ class LoRAFinetuneRecipe:
         self.run_key = ckpt.run_key(self.p, self.lora, md5, self.model_dir, self.device, self.precision)
         self.run_dir = self.checkpoints_root / self.run_key
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_log = RunLog(self.run_dir / "log.jsonl")
+        self.run_log = RunLog(self.run_dir / "log.jsonl")  # written by rank 0 only
         longest = max(len(e) for e in self.train_examples)
         self.baseline_fits = check_memory(
             self.p, self.model_config, self.model_dir, self.precision, self.device, longest
@@ -202,6 +211,8 @@ class LoRAFinetuneRecipe:
         m = load_lora_model(self.model_dir, self.model_config, self.p, self.lora, self.device, self.precision)
         self.model, self.target_modules, self._head = m.model, m.target_modules, m.head
         self.trainable_params = m.trainable_params
+        # what a training step calls: the loss as one module, so DDP (several processes) can wrap it
+        self.step_loss = self.dist.wrap(StepLoss(self.model, self._head, self.device, self._autocast))
 
     def setup_optimizer(self) -> None:
         """AdamW over the adapter params + the HF scheduler; a GradScaler for fp16."""
@@ -223,11 +234,19 @@ class LoRAFinetuneRecipe:
     # ------------------------------------------------------------ checkpoints and the run log
 
     def save_checkpoint(self) -> Path:
-        """Atomic checkpoint of the current step (see train/checkpoints.py), then rotate old ones."""
-        final = ckpt.save_checkpoint(
-            self.run_dir, self.state, self.model, self.optimizer, self.scheduler, self.scaler, self._elapsed
-        )
-        ckpt.rotate(self.run_dir, self.p.save_total_limit, self.state.best_step)
+        """Atomic checkpoint of the current step (see train/checkpoints.py) by rank 0, then rotate old ones.
+
+        The weights, optimizer and scheduler are the same on every rank; each rank's RNG state is not
+        (its dropout masks), so all of them are gathered into the checkpoint."""
+        rng_states = self.dist.gather(ckpt.rng_state())
+        final = ckpt.checkpoint_dir(self.run_dir, self.state.step)
+        if self.dist.is_main:
+            final = ckpt.save_checkpoint(
+                self.run_dir, self.state, self.model, self.optimizer, self.scheduler, self.scaler, self._elapsed,
+                rng_states,
+            )  # fmt: skip
+            ckpt.rotate(self.run_dir, self.p.save_total_limit, self.state.best_step)
+        self.dist.barrier()
         if self.on_checkpoint is not None:
             self.on_checkpoint(self.state.step, final)
         return final
@@ -242,12 +261,15 @@ class LoRAFinetuneRecipe:
             self.scaler,
             self.device,
             self.total_steps,
+            rank=self.dist.rank,
         )
         self.state = state or TrainState(total_steps=self.total_steps, run_key=self.run_key)
         if state is not None:
             self.resumed_from = state.step
             self._t0 = time.perf_counter() - state.elapsed_s
-        self.run_log.trim(self.state.step)
+        if self.dist.is_main:
+            self.run_log.trim(self.state.step)
+        self.dist.barrier()  # no rank reads the log before it is trimmed
 
     def best_checkpoint(self) -> Path:
         path = ckpt.checkpoint_dir(self.run_dir, self.state.best_step)
@@ -258,6 +280,8 @@ class LoRAFinetuneRecipe:
         return path
 
     def _write_log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         self.run_log.write(record)
         if self.on_log is not None:
             self.on_log(record)
@@ -278,15 +302,18 @@ class LoRAFinetuneRecipe:
 
     @torch.no_grad()
     def evaluate(self, adapter: bool = True) -> float:
-        """Token-mean val loss over the fixed val subset (adapter=False: the base model)."""
+        """Token-mean val loss over the fixed val subset (adapter=False: the base model).
+
+        Several processes share the val batches out and sum their totals."""
         self.model.eval()
         total, n = 0.0, 0
         ctx = contextlib.nullcontext() if adapter else self.model.disable_adapter()
         with ctx:
-            for batch in self.val_batches:
+            for batch in self.dist.shard(self.val_batches):
                 total += float(self.loss_step(batch))
                 n += batch.n_supervised
         self.model.train()
+        total, n = self.dist.sum(total, n)
         return total / n
 
     def optimizer_step(
@@ -295,17 +322,25 @@ class LoRAFinetuneRecipe:
         """One step of `optimizer` (default: the recipe's) over `batches`, the accumulation group.
 
         Returns (loss, grad_norm): the loss is the mean over every supervised token of the group.
+        Several processes each take their share of `batches` and scale by world / (the group's
+        supervised tokens): DDP's mean of their gradients is then the whole group's gradient.
         """
         opt = self.optimizer if optimizer is None else optimizer
         n_sup = sum(b.n_supervised for b in batches)
+        scale = n_sup / self.dist.world
+        mine = self.dist.shard(batches)
         total = 0.0
-        for batch in batches:
-            loss = self.loss_step(batch) / n_sup
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                loss.backward()
+        for i, batch in enumerate(mine):
+            with self.dist.no_sync(self.step_loss, last=i == len(mine) - 1):
+                loss = self.step_loss(batch) / scale
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
             total += float(loss.detach())
+        if self.dist.world > 1:
+            (total,) = self.dist.sum(total)
+            total /= self.dist.world
         if self.scaler is not None:
             self.scaler.unscale_(opt)
         max_norm = self.p.max_grad_norm if self.p.max_grad_norm is not None else math.inf
@@ -324,26 +359,33 @@ class LoRAFinetuneRecipe:
     # ------------------------------------------------------------ train
 
     def measure_base(self) -> float:
-        """Base-model val loss (adapter disabled), cached in the run dir so a resume does not redo it."""
-        path = self.run_dir / "base_val_loss.json"
-        if path.exists() and any(r.get("type") == "base" for r in self.read_log()):
-            self.base_val_loss = json.loads(path.read_text())["val_loss"]
-            return self.base_val_loss
+        """Base-model val loss (adapter disabled), computed once per base model and val data.
+
+        Cached under <checkpoints_root>/base_val_loss/<key>.json, the key holding only what the number
+        depends on (not the LoRA or optimizer settings), so `dvc exp run -S lora.r=32` reuses it."""
+        key = ckpt.base_loss_key(self.p, self.data_info["val_md5"], self.model_dir, self.device, self.precision)
+        path = self.checkpoints_root / "base_val_loss" / f"{key}.json"
+        cached = path.exists()  # every rank decides before rank 0 can write it (the eval is collective)
         t = time.perf_counter()
-        with oom_guard(self.p, self.state.step + 1):
-            self.base_val_loss = self.evaluate(adapter=False)
-        path.write_text(json.dumps({"val_loss": self.base_val_loss}))
-        self._write_log({"type": "base", "step": 0, "val_loss": self.base_val_loss})
+        if cached:
+            self.base_val_loss = json.loads(path.read_text())["val_loss"]
+        else:
+            with oom_guard(self.p, self.state.step + 1):
+                self.base_val_loss = self.evaluate(adapter=False)
+            if self.dist.is_main:
+                write_json(path, {"val_loss": self.base_val_loss, "val_rows": len(self.val_examples)})
+        if not any(r.get("type") == "base" for r in self.read_log()):
+            self._write_log({"type": "base", "step": 0, "val_loss": self.base_val_loss})
         log.info(
-            "base model: val loss %.4f on %d rows (%.1f s)",
+            "base model: val loss %.4f on %d rows (%s)",
             self.base_val_loss,
             len(self.val_examples),
-            time.perf_counter() - t,
+            f"cached in {path.name}" if cached else f"{time.perf_counter() - t:.1f} s",
         )
         return self.base_val_loss
 
-    def train(self) -> TrainResult:
-        """Run (or finish) the training loop; returns the summary the stage report is built from."""
+    def train(self) -> TrainResult | None:
+        """Run (or finish) the training loop; the summary the stage report is built from (rank 0; others None)."""
         from tqdm.auto import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -358,7 +400,7 @@ class LoRAFinetuneRecipe:
             initial=st.step,
             unit="step",
             desc="train",
-            disable=None if self.progress else True,  # None: shown on a terminal, off in DVC/CI logs
+            disable=None if self.progress and self.dist.is_main else True,  # None: on a terminal, not in DVC/CI logs
             dynamic_ncols=True,
         )
         with logging_redirect_tqdm(loggers=[_console_logger()]), bar:
@@ -416,7 +458,7 @@ class LoRAFinetuneRecipe:
                 st.finished = last
                 if improved or st.step % p.save_steps == 0 or last:
                     self.save_checkpoint()
-        return self.result()
+        return self.result() if self.dist.is_main else None
 
     def _eval_and_early_stop(self) -> bool:
         st, es = self.state, self.p.early_stopping
@@ -495,3 +537,4 @@ class LoRAFinetuneRecipe:
                 delattr(self, name)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        self.dist.close()
