@@ -114,6 +114,11 @@ def tiny_messages(i: int, rng: random.Random) -> list[dict[str, str]]:
 
 def tiny_rows(n: int, tokenizer: Any, seed: int = 0, max_length: int = 512) -> list[dict[str, Any]]:
     """Formatted rows (data/formatted schema) made by the project's own `format_split`."""
+    return tiny_formatted(n, tokenizer, seed, max_length)[0]
+
+
+def tiny_formatted(n: int, tokenizer: Any, seed: int = 0, max_length: int = 512) -> tuple[list[dict], dict[str, list]]:
+    """`format_split`'s rows and token columns (what the format stage writes) for `n` tiny records."""
     from supportlm.config import FormatParams
     from supportlm.data.format import format_split
     from supportlm.data.schema import Record
@@ -126,15 +131,20 @@ def tiny_rows(n: int, tokenizer: Any, seed: int = 0, max_length: int = 512) -> l
         )
         for i in range(n)
     ]
-    rows, _ = format_split(records, tokenizer, FormatParams(system_prompt=SYSTEM, max_length=max_length))
-    return rows
+    rows, _, tokens = format_split(records, tokenizer, FormatParams(system_prompt=SYSTEM, max_length=max_length))
+    return rows, tokens
 
 
-def write_formatted(root: Path, tokenizer: Any, n_train: int = 48, n_val: int = 12) -> Path:
-    """Write data/formatted/{train,val}.jsonl under a project root; returns the formatted dir."""
+def write_formatted(root: Path, tokenizer: Any, n_train: int = 48, n_val: int = 12, tokens: bool = True) -> Path:
+    """Write data/formatted/{train,val}.jsonl (and, as the format stage does, their .tokens.arrow) under a
+    project root; returns the formatted dir."""
+    from supportlm.data.format import tokens_path, write_tokens
+
     out = Path(root) / "data" / "formatted"
     out.mkdir(parents=True, exist_ok=True)
     for name, n, seed in (("train", n_train, 1), ("val", n_val, 2)):
-        rows = tiny_rows(n, tokenizer, seed=seed)
+        rows, tok = tiny_formatted(n, tokenizer, seed=seed)
         (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        if tokens:
+            write_tokens(tokens_path(out / f"{name}.jsonl"), tok["ids"], tok["input_ids"], tok["labels"])
     return out

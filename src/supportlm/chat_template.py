@@ -111,6 +111,17 @@ def save_tokenizer(tokenizer: Any, out_dir: str | Path) -> None:
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+IGNORE_INDEX = -100  # the label of a token the loss skips (system/user turns, padding): cross_entropy's default
+
+
+def span_labels(ids: list[int], spans: list[tuple[int, int]]) -> list[int]:
+    """Labels for `ids`: the id itself inside an assistant span, IGNORE_INDEX elsewhere."""
+    labels = [IGNORE_INDEX] * len(ids)
+    for start, end in spans:
+        labels[start:end] = ids[start:end]
+    return labels
+
+
 def template_ids(
     tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False
 ) -> list[int]:

@@ -181,3 +181,27 @@ def test_grouped_batches_need_no_attention_mask(tok):
         masked = model(batch.input_ids, attention_mask=mask, use_cache=False).logits
     real = mask.bool()
     torch.testing.assert_close(fast[real], masked[real], rtol=1e-4, atol=1e-4)
+
+
+def test_format_stage_tokens_equal_start_up_tokenization(tok, tmp_path):
+    """`<split>.tokens.arrow` (written by the format stage, memory-mapped by the trainer) gives exactly the
+    examples that tokenizing the rows at start-up gives, for any subset and max_length."""
+    from model_utils import write_formatted
+
+    from supportlm.data.format import tokens_path
+    from supportlm.errors import DataError
+    from supportlm.train.inputs import split_examples
+
+    path = write_formatted(tmp_path, tok, n_train=30, n_val=4) / "train.jsonl"
+    for n, max_length in ((None, 512), (7, 96)):
+        mapped, s1 = split_examples(path, tok, n, seed=3, max_length=max_length)
+        arrow = tokens_path(path).rename(tmp_path / "aside.arrow")
+        tokenized, s2 = split_examples(path, tok, n, seed=3, max_length=max_length)
+        arrow.rename(tokens_path(path))
+        assert mapped == tokenized and 0 < len(mapped) <= (n or 30)
+        assert s1.pop("source") == "train.tokens.arrow" and s2.pop("source") == "tokenized at start-up"
+        assert s1 == s2
+    assert split_examples(path, tok, None, 3, 96)[1]["truncated"] > 0  # the cut is the trainer's, not the file's
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))  # jsonl re-made, arrow stale
+    with pytest.raises(DataError, match="rerun `dvc repro format`"):
+        split_examples(path, tok, None, 3, 512)

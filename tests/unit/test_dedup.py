@@ -41,9 +41,22 @@ def test_groups_are_connected_components():
 
 
 def test_signature_is_deterministic():
-    a = dedup.signatures([BASE], 64, 3)[0].hashvalues
-    b = dedup.signatures([BASE], 64, 3)[0].hashvalues
+    a = dedup.signatures([BASE], 64, 3)[0]
+    b = dedup.signatures([BASE], 64, 3)[0]
     assert (a == b).all()
+
+
+def test_compact_signatures_equal_datasketch_minhash(monkeypatch):
+    """The uint32 matrix holds exactly MinHash.bulk's values, chunked or not, at 4 bytes a permutation."""
+    from datasketch import MinHash
+
+    texts = [BASE, BASE.replace("parcel", "package"), "short", "", "Where is {{Order Number}}?"] * 3
+    ref = MinHash.bulk([dedup.shingles(t, 3) for t in texts], num_perm=128, seed=1)
+    monkeypatch.setattr(dedup, "SIGNATURE_CHUNK", 4)  # several bulk calls
+    sigs = dedup.signatures(texts, 128, 3)
+    assert sigs.dtype == np.uint32 and sigs.shape == (15, 128) and sigs.nbytes == 15 * 128 * 4
+    assert all(m.hashvalues.dtype == np.uint32 and (sigs[i] == m.hashvalues).all() for i, m in enumerate(ref))
+    assert dedup.jaccard(sigs[0], sigs[1]) == ref[0].jaccard(ref[1])
 
 
 def _components_by_search(n, edges):

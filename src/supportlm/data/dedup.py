@@ -4,6 +4,11 @@ Exact: a hash of the normalized text. Near: MinHash signatures over word shingle
 (datasketch, vectorised `MinHash.bulk`) indexed in an LSH table, so each row is
 checked against its few LSH candidates only and cost grows linearly with rows.
 The same index builds the split stage's near-duplicate groups.
+
+Signatures are kept as one (rows, num_perm) uint32 matrix, 4 bytes per permutation (512 bytes a
+row at 128), not as a MinHash object per row (its array, its permutations reference and the Python
+object): datasketch's `affine32` scheme (pinned here) stores uint32 values, and the LSH index sees
+each row through a LeanMinHash view with the same values, so the same band keys.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from supportlm.data.text import normalize_for_match
 
@@ -28,10 +33,32 @@ def shingles(text: str, n: int) -> set[bytes]:
     return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
 
 
-def signatures(texts: Sequence[str], num_perm: int, shingle_words: int, seed: int = 1) -> list[MinHash]:
-    """One MinHash per text; `bulk` hashes a whole batch with numpy (much faster than update())."""
-    sets = [shingles(t, shingle_words) for t in texts]
-    return MinHash.bulk(sets, num_perm=num_perm, seed=seed)
+SIGNATURE_CHUNK = 10_000  # texts hashed per MinHash.bulk call: bounds the transient MinHash objects
+SCHEME = "affine32"  # datasketch's default permutation scheme, pinned: its values are uint32
+
+
+def signatures(texts: Sequence[str], num_perm: int, shingle_words: int, seed: int = 1) -> np.ndarray:
+    """One MinHash signature per text, as the rows of a (len(texts), num_perm) uint32 matrix.
+
+    `bulk` hashes a chunk of texts with numpy (much faster than update()); each chunk's MinHash
+    objects are dropped once copied into the matrix."""
+    out = np.empty((len(texts), num_perm), dtype=np.uint32)
+    for start in range(0, len(texts), SIGNATURE_CHUNK):
+        chunk = texts[start : start + SIGNATURE_CHUNK]
+        sets = [shingles(t, shingle_words) for t in chunk]
+        for i, m in enumerate(MinHash.bulk(sets, num_perm=num_perm, seed=seed, scheme=SCHEME)):
+            out[start + i] = m.hashvalues
+    return out
+
+
+def _lsh_view(row: np.ndarray) -> LeanMinHash:
+    """A row of the matrix as the MinHash the LSH index hashes (the same uint32 values, so the same band keys)."""
+    return LeanMinHash(seed=1, hashvalues=row, scheme=SCHEME)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard of two signatures: the share of equal permutation minima (as MinHash.jaccard)."""
+    return np.count_nonzero(a == b) / len(a)
 
 
 def exact_key(text: str) -> str:
@@ -52,7 +79,7 @@ def find_exact_duplicates(texts: Sequence[str]) -> dict[int, int]:
 
 
 def find_near_duplicates(
-    sigs: Sequence[MinHash], threshold: float, skip: set[int] | None = None
+    sigs: np.ndarray, threshold: float, skip: set[int] | None = None
 ) -> dict[int, tuple[int, float]]:
     """index -> (index of the earlier kept row it duplicates, estimated Jaccard).
 
@@ -61,21 +88,23 @@ def find_near_duplicates(
     the result is deterministic for a given row order.
     """
     skip = skip or set()
-    num_perm = len(sigs[0].hashvalues) if sigs else 128
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     dupes: dict[int, tuple[int, float]] = {}
+    if not len(sigs):
+        return dupes
+    lsh = MinHashLSH(threshold=threshold, num_perm=sigs.shape[1])
     for i, sig in enumerate(sigs):
         if i in skip:
             continue
+        view = _lsh_view(sig)
         best, best_j = -1, 0.0
-        for cand in lsh.query(sig):
-            j = sig.jaccard(sigs[cand])
+        for cand in lsh.query(view):
+            j = jaccard(sig, sigs[cand])
             if j >= threshold and (j > best_j or (j == best_j and cand < best)):
                 best, best_j = cand, j
         if best >= 0:
             dupes[i] = (best, best_j)
         else:
-            lsh.insert(i, sig)
+            lsh.insert(i, view)
     return dupes
 
 
@@ -100,20 +129,21 @@ def connected_components(n: int, edges: Iterable[tuple[int, int]]) -> np.ndarray
     return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
-def near_duplicate_edges(sigs: Sequence[MinHash], threshold: float) -> list[tuple[int, int]]:
+def near_duplicate_edges(sigs: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """(row, earlier row) pairs with estimated Jaccard >= threshold, found through an LSH index."""
     edges: list[tuple[int, int]] = []
-    if not sigs:
+    if not len(sigs):
         return edges
-    lsh = MinHashLSH(threshold=threshold, num_perm=len(sigs[0].hashvalues))
+    lsh = MinHashLSH(threshold=threshold, num_perm=sigs.shape[1])
     for i, sig in enumerate(sigs):
-        for cand in lsh.query(sig):
-            if sig.jaccard(sigs[cand]) >= threshold:
+        view = _lsh_view(sig)
+        for cand in lsh.query(view):
+            if jaccard(sig, sigs[cand]) >= threshold:
                 edges.append((i, cand))
-        lsh.insert(i, sig)
+        lsh.insert(i, view)
     return edges
 
 
-def near_duplicate_groups(sigs: Sequence[MinHash], threshold: float) -> np.ndarray:
+def near_duplicate_groups(sigs: np.ndarray, threshold: float) -> np.ndarray:
     """Connected components of the LSH 'similar >= threshold' graph; one group id per row."""
     return connected_components(len(sigs), near_duplicate_edges(sigs, threshold))

@@ -2,17 +2,21 @@
 
 The trainer needs to know which tokens are the assistant's (loss is computed on
 those only), so every formatted row carries the full templated `text`, its token
-count and how many of those tokens are assistant tokens.
+count and how many of those tokens are assistant tokens (`<split>.jsonl`, for people
+and for evaluation), and the token ids themselves are written once, with their
+assistant-only labels, as `<split>.tokens.arrow` (an uncompressed Arrow IPC file the
+trainer memory-maps instead of tokenizing every row again at start-up).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from supportlm.chat_template import assistant_spans
+from supportlm.chat_template import assistant_spans, span_labels
 from supportlm.config import FormatParams, Params
 from supportlm.data.schema import Record, read_records
 from supportlm.errors import DataError
@@ -34,14 +38,42 @@ def assistant_token_count(tokenizer: Any, messages: list[dict[str, str]]) -> int
     return sum(end - start for start, end in spans)
 
 
-def format_split(records: Sequence[Record], tokenizer: Any, p: FormatParams) -> tuple[list[dict], dict]:
+def tokens_path(jsonl: Path) -> Path:
+    """data/formatted/train.jsonl -> data/formatted/train.tokens.arrow."""
+    return jsonl.with_name(jsonl.stem + ".tokens.arrow")
+
+
+def write_tokens(path: Path, ids: list[str], input_ids: list[list[int]], labels: list[list[int]]) -> None:
+    """The templated ids and assistant-only labels, untruncated (the trainer cuts to train.max_length).
+
+    Columns id (string), input_ids and labels (list<int32>); uncompressed, so a reader can memory-map it."""
+    import pyarrow as pa  # here: the GPU check imports this module on hosts without pyarrow
+
+    table = pa.table({"id": pa.array(ids, pa.string()), "input_ids": pa.array(input_ids, pa.list_(pa.int32())),
+                      "labels": pa.array(labels, pa.list_(pa.int32()))})  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    tmp.replace(path)
+
+
+def format_split(
+    records: Sequence[Record], tokenizer: Any, p: FormatParams
+) -> tuple[list[dict], dict, dict[str, list]]:
+    """Rows of `<split>.jsonl`, their length statistics, and the token columns of `<split>.tokens.arrow`."""
     rows: list[dict[str, Any]] = []
+    tokens: dict[str, list] = {"ids": [], "input_ids": [], "labels": []}
     lengths, assistant = [], []
     for rec in records:
         messages = to_chat(rec, p.system_prompt)
         text = tokenizer.apply_chat_template(messages, tokenize=False)
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        n_asst = assistant_token_count(tokenizer, messages)
+        full, spans, _ = assistant_spans(tokenizer, messages)
+        n_asst = sum(end - start for start, end in spans)
+        tokens["ids"].append(rec.id)
+        tokens["input_ids"].append(full)
+        tokens["labels"].append(span_labels(full, spans))
         lengths.append(n)
         assistant.append(n_asst)
         rows.append(
@@ -57,7 +89,7 @@ def format_split(records: Sequence[Record], tokenizer: Any, p: FormatParams) -> 
                 "truncated": n > p.max_length,
             }
         )
-    return rows, length_stats(lengths, assistant, p.max_length)
+    return rows, length_stats(lengths, assistant, p.max_length), tokens
 
 
 def length_stats(lengths: list[int], assistant: list[int], max_length: int) -> dict[str, Any]:
@@ -89,8 +121,9 @@ def run_format(params: Params, paths: Paths) -> dict[str, Any]:
     report: dict[str, Any] = {"params_hash": params_hash(params.format), "splits": {}}
     for name in ("train", "val", "test"):
         records = read_records(paths.processed / f"{name}.jsonl", "split")
-        rows, stats = format_split(records, tokenizer, params.format)
+        rows, stats, tokens = format_split(records, tokenizer, params.format)
         write_jsonl(paths.formatted / f"{name}.jsonl", rows)
+        write_tokens(tokens_path(paths.formatted / f"{name}.jsonl"), tokens["ids"], tokens["input_ids"], tokens["labels"])
         report["splits"][name] = stats
     report["chat_template_source"] = str(paths.base_model / "chat_template.jinja")
     write_json(paths.reports / "format.json", report)

@@ -28,11 +28,11 @@ from supportlm.paths import Paths
 SPLITS = ("train", "val", "test")
 
 
-def signatures(records: Sequence[Record], dedup_p: DedupParams) -> list:
+def signatures(records: Sequence[Record], dedup_p: DedupParams) -> np.ndarray:
     return dedup.signatures([r.text() for r in records], dedup_p.num_perm, dedup_p.shingle_words)
 
 
-def group_ids(records: Sequence[Record], p: SplitParams, sigs: Sequence) -> list[str]:
+def group_ids(records: Sequence[Record], p: SplitParams, sigs: np.ndarray) -> list[str]:
     """Per record, the id of the first record in its group (near-duplicate or same-conversation links)."""
     if len(sigs) != len(records):
         raise ValueError(f"{len(records)} records but {len(sigs)} signatures")
@@ -88,7 +88,7 @@ def leakage(splits: dict[str, list[Record]], p: SplitParams, sig_by_id: dict[str
     if not flat:
         return {"leaked_groups": 0, "cross_split_exact_duplicates": 0, "conversations_crossing": 0}
     recs = [r for _, r in flat]
-    gids = group_ids(recs, p, [sig_by_id[r.id] for r in recs])
+    gids = group_ids(recs, p, np.stack([sig_by_id[r.id] for r in recs]))
     where: dict[str, set[str]] = defaultdict(set)
     for (s, _), g in zip(flat, gids, strict=True):
         where[g].add(s)

@@ -134,6 +134,6 @@ def write_rows(data_dir: Path, tokenizer: Any, cfg: CheckConfig, n_words: int) -
             )
             for i in range(n)
         ]
-        rows, stats[split] = format_split(records, tokenizer, fp)
+        rows, stats[split], _ = format_split(records, tokenizer, fp)
         write_jsonl(data_dir / f"{split}.jsonl", rows)
     return stats

@@ -33,15 +33,14 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from supportlm.chat_template import assistant_spans
+from supportlm.chat_template import IGNORE_INDEX, assistant_spans, span_labels
 
-IGNORE_INDEX = -100
 Mode = Literal["grouped", "packed", "padded"]
 MEGABATCH_MULT = 64  # grouped: rows sorted by length within windows of 64 x batch_size
 
@@ -71,21 +70,26 @@ def tokenize_messages(messages: list[dict[str, str]], tokenizer: Any, max_length
     if not exact and not _warned:
         _warned.append(True)
         log.warning("chat template prefix is not a token prefix; assistant spans approximate")
-    labels = [IGNORE_INDEX] * len(full)
-    for start, end in spans:
-        labels[start:end] = full[start:end]
-    truncated = len(full) > max_length
-    return Example(full[:max_length], labels[:max_length], truncated)
+    return truncate(full, span_labels(full, spans), max_length)
+
+
+def truncate(ids: list[int], labels: list[int], max_length: int) -> Example:
+    """The example as trained: its first `max_length` tokens (truncated=True when that cut something)."""
+    return Example(ids[:max_length], labels[:max_length], len(ids) > max_length)
 
 
 def tokenize_rows(
     rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int
 ) -> tuple[list[Example], dict[str, int]]:
     """Tokenize formatted rows; rows left with no supervised token (after truncation) are dropped."""
+    return keep_supervised((tokenize_messages(row["messages"], tokenizer, max_length) for row in rows), len(rows))
+
+
+def keep_supervised(examples_in: Iterable[Example], n_rows: int) -> tuple[list[Example], dict[str, int]]:
+    """The examples that keep a supervised token (after truncation), and the counts the report shows."""
     examples: list[Example] = []
-    stats = {"rows": len(rows), "truncated": 0, "dropped_no_assistant": 0}
-    for row in rows:
-        ex = tokenize_messages(row["messages"], tokenizer, max_length)
+    stats = {"rows": n_rows, "truncated": 0, "dropped_no_assistant": 0}
+    for ex in examples_in:
         stats["truncated"] += ex.truncated
         if ex.n_supervised == 0:
             stats["dropped_no_assistant"] += 1

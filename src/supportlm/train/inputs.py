@@ -1,4 +1,10 @@
-"""What the recipe trains on: the formatted train/val splits read, subset, tokenized and batched."""
+"""What the recipe trains on: the formatted train/val splits read, subset, tokenized and batched.
+
+The format stage writes each split's token ids and assistant-only labels to `<split>.tokens.arrow`;
+the recipe memory-maps that file and only slices the rows it trains on (start-up no longer tokenizes
+the split). Without it (a formatted dir from before, or hand-made), the rows are tokenized here, the
+same way.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.config import TrainParams
+from supportlm.data.format import tokens_path
 from supportlm.errors import DataError
 from supportlm.io import read_rows
 from supportlm.lineage import file_md5
-from supportlm.train.batching import Batch, BatchStream, Example, fixed_batches, steps_for, tokenize_rows
+from supportlm.train.batching import (
+    Batch,
+    BatchStream,
+    Example,
+    fixed_batches,
+    keep_supervised,
+    steps_for,
+    tokenize_rows,
+    truncate,
+)
 
 log = logging.getLogger("supportlm.train")
 
@@ -25,12 +41,40 @@ def read_formatted(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def subset_indices(total: int, n: int | None, seed: int) -> list[int]:
+    """Indices of n rows sampled with a fixed seed, in file order (None or n >= total = all rows)."""
+    if n is None or n >= total:
+        return list(range(total))
+    return sorted(random.Random(f"supportlm-subset-{seed}").sample(range(total), n))
+
+
 def seeded_subset(rows: list[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:
     """n rows sampled with a fixed seed, kept in file order (None or n >= len = all rows)."""
-    if n is None or n >= len(rows):
-        return rows
-    keep = sorted(random.Random(f"supportlm-subset-{seed}").sample(range(len(rows)), n))
-    return [rows[i] for i in keep]
+    return [rows[i] for i in subset_indices(len(rows), n, seed)]
+
+
+def split_examples(
+    path: Path, tokenizer: Any, n: int | None, seed: int, max_length: int
+) -> tuple[list[Example], dict[str, Any]]:
+    """The examples of a formatted split's seeded subset: from its .tokens.arrow when there is one."""
+    arrow = tokens_path(path)
+    if not arrow.exists():
+        rows = seeded_subset(read_formatted(path), n, seed)
+        examples, stats = tokenize_rows(rows, tokenizer, max_length)
+        return examples, stats | {"source": "tokenized at start-up"}
+    import pyarrow as pa
+
+    table = pa.ipc.open_file(pa.memory_map(str(arrow))).read_all()  # zero-copy: pages are read on use
+    lines = path.read_bytes().count(b"\n")
+    if table.num_rows != lines:
+        raise DataError(f"{arrow}: {table.num_rows} rows but {path} has {lines}; rerun `dvc repro format`")
+    ids, labels = (table.column(c).combine_chunks() for c in ("input_ids", "labels"))
+    io, iv, lo, lv = ids.offsets.to_numpy(), ids.values.to_numpy(), labels.offsets.to_numpy(), labels.values.to_numpy()
+    keep = subset_indices(table.num_rows, n, seed)
+    examples, stats = keep_supervised(
+        (truncate(iv[io[i] : io[i + 1]].tolist(), lv[lo[i] : lo[i + 1]].tolist(), max_length) for i in keep), len(keep)
+    )
+    return examples, stats | {"source": arrow.name}
 
 
 @dataclass
@@ -48,10 +92,8 @@ class TrainData:
 
 def load_data(train_file: Path, val_file: Path, tokenizer: Any, p: TrainParams) -> TrainData:
     """Read + subset the splits, tokenize with assistant-only labels, build the batch stream."""
-    train_rows = seeded_subset(read_formatted(train_file), p.train_rows, p.seed)
-    val_rows = seeded_subset(read_formatted(val_file), p.val_rows, p.seed)
-    train_examples, train_stats = tokenize_rows(train_rows, tokenizer, p.max_length)
-    val_examples, val_stats = tokenize_rows(val_rows, tokenizer, p.max_length)
+    train_examples, train_stats = split_examples(train_file, tokenizer, p.train_rows, p.seed, p.max_length)
+    val_examples, val_stats = split_examples(val_file, tokenizer, p.val_rows, p.seed, p.max_length)
     for ex, f in ((train_examples, train_file), (val_examples, val_file)):
         if not ex:
             raise DataError(

@@ -205,6 +205,7 @@ def build_report(
             "train_tokens": result.data["train_tokens"],
             "train_supervised_tokens": result.data["train_supervised_tokens"],
             "truncated_train_rows": result.data["train"]["truncated"],
+            "tokens_from": result.data["train"]["source"],
             "train_md5": result.data["train_md5"],
             "val_md5": result.data["val_md5"],
             "git_sha": git_sha(paths.root),
