@@ -135,6 +135,13 @@ def tiny_formatted(n: int, tokenizer: Any, seed: int = 0, max_length: int = 512)
     return rows, tokens
 
 
+def tiny_project(root: Path) -> Path:
+    """A project root with models/base (the tiny Llama) and data/formatted/{train,val}: what the train tests use."""
+    tiny_model_dir(Path(root) / "models" / "base")
+    write_formatted(root, tiny_tokenizer())
+    return Path(root)
+
+
 def write_formatted(root: Path, tokenizer: Any, n_train: int = 48, n_val: int = 12, tokens: bool = True) -> Path:
     """Write data/formatted/{train,val}.jsonl (and, as the format stage does, their .tokens.arrow) under a
     project root; returns the formatted dir."""
@@ -146,5 +153,5 @@ def write_formatted(root: Path, tokenizer: Any, n_train: int = 48, n_val: int = 
         rows, tok = tiny_formatted(n, tokenizer, seed=seed)
         (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         if tokens:
-            write_tokens(tokens_path(out / f"{name}.jsonl"), tok["ids"], tok["input_ids"], tok["labels"])
+            write_tokens(tokens_path(out / f"{name}.jsonl"), tok)
     return out

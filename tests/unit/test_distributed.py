@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_utils import tiny_model_dir, tiny_tokenizer, write_formatted
+from model_utils import tiny_project
 
 from supportlm.config import LoraParams, TrainParams, parse_params
 from supportlm.errors import ConfigError
@@ -69,10 +69,7 @@ def params(n: int):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dist")
-    tiny_model_dir(root / "models" / "base")
-    write_formatted(root, tiny_tokenizer())
-    return root
+    return tiny_project(tmp_path_factory.mktemp("dist"))
 
 
 def copy_project(project: Path, dest: Path) -> Path:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_utils import tiny_model_dir, tiny_tokenizer, write_formatted
+from model_utils import tiny_project
 
 from supportlm.config import LoraParams, TrainParams, parse_params
 from supportlm.errors import ConfigError, DataError, MissingDependencyError
@@ -59,10 +59,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A project root with models/base (tiny Llama) and data/formatted/{train,val}.jsonl."""
-    root = tmp_path_factory.mktemp("proj")
-    tiny_model_dir(root / "models" / "base")
-    write_formatted(root, tiny_tokenizer())
-    return root
+    return tiny_project(tmp_path_factory.mktemp("proj"))
 
 
 def recipe(project: Path, ckpts: Path, train: TrainParams | None = None, lora: LoraParams = LORA, **kw):

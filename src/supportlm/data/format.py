@@ -43,14 +43,15 @@ def tokens_path(jsonl: Path) -> Path:
     return jsonl.with_name(jsonl.stem + ".tokens.arrow")
 
 
-def write_tokens(path: Path, ids: list[str], input_ids: list[list[int]], labels: list[list[int]]) -> None:
+def write_tokens(path: Path, tokens: dict[str, list]) -> None:
     """The templated ids and assistant-only labels, untruncated (the trainer cuts to train.max_length).
 
     Columns id (string), input_ids and labels (list<int32>); uncompressed, so a reader can memory-map it."""
     import pyarrow as pa  # here: the GPU check imports this module on hosts without pyarrow
 
-    table = pa.table({"id": pa.array(ids, pa.string()), "input_ids": pa.array(input_ids, pa.list_(pa.int32())),
-                      "labels": pa.array(labels, pa.list_(pa.int32()))})  # fmt: skip
+    table = pa.table({"id": pa.array(tokens["ids"], pa.string()),
+                      "input_ids": pa.array(tokens["input_ids"], pa.list_(pa.int32())),
+                      "labels": pa.array(tokens["labels"], pa.list_(pa.int32()))})  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
@@ -123,7 +124,7 @@ def run_format(params: Params, paths: Paths) -> dict[str, Any]:
         records = read_records(paths.processed / f"{name}.jsonl", "split")
         rows, stats, tokens = format_split(records, tokenizer, params.format)
         write_jsonl(paths.formatted / f"{name}.jsonl", rows)
-        write_tokens(tokens_path(paths.formatted / f"{name}.jsonl"), tokens["ids"], tokens["input_ids"], tokens["labels"])
+        write_tokens(tokens_path(paths.formatted / f"{name}.jsonl"), tokens)
         report["splits"][name] = stats
     report["chat_template_source"] = str(paths.base_model / "chat_template.jinja")
     write_json(paths.reports / "format.json", report)

@@ -75,13 +75,11 @@ def run_key(
 ) -> str:
     """Hash of what determines the trajectory: params, data, base model, device, code version."""
     params = {k: v for k, v in train.model_dump(mode="json").items() if k not in _NOT_IN_RUN_KEY}
-    weights = sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors"))
     key = {
         "train": params,
         "lora": lora.model_dump(mode="json"),
         "data": data_md5,
-        "base_config": (model_dir / "config.json").read_text(encoding="utf-8"),
-        "base_weights": weights,
+        **_base_identity(model_dir),
         "device": device.type,
         "precision": precision,
         "version": TRAINER_VERSION,
@@ -94,10 +92,8 @@ def run_key(
 def base_loss_key(train: TrainParams, val_md5: str, model_dir: Path, device: torch.device, precision: str) -> str:
     """Hash of what the base model's val loss depends on: base weights, val rows and their batching,
     device, precision and (qlora) the 4-bit load; not the adapter or optimizer settings."""
-    weights = sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors"))
     key = {
-        "base_config": (model_dir / "config.json").read_text(encoding="utf-8"),
-        "base_weights": weights,
+        **_base_identity(model_dir),
         "val": [val_md5, train.val_rows, train.seed, train.max_length, train.batch_size],
         "method": train.method,
         "quant": train.quant.model_dump(mode="json") if train.method == "qlora" else None,
@@ -107,6 +103,14 @@ def base_loss_key(train: TrainParams, val_md5: str, model_dir: Path, device: tor
         "version": TRAINER_VERSION,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _base_identity(model_dir: Path) -> dict[str, Any]:
+    """The base model as both keys see it: its config text and its weight files' names and sizes."""
+    return {
+        "base_config": (model_dir / "config.json").read_text(encoding="utf-8"),
+        "base_weights": sorted((p.name, p.stat().st_size) for p in model_dir.glob("*.safetensors")),
+    }
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:

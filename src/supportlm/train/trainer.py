@@ -106,7 +106,7 @@ from supportlm.train.device import (
 from supportlm.train.distributed import Dist
 from supportlm.train.inputs import load_data
 from supportlm.train.lora_model import load_lora_model
-from supportlm.train.loss import Head, StepLoss, summed_loss
+from supportlm.train.loss import Head, StepLoss
 from supportlm.train.memory import check_memory, oom_guard
 from supportlm.train.result import TrainResult
 from supportlm.train.run_log import RunLog
@@ -211,8 +211,9 @@ class LoRAFinetuneRecipe:
         m = load_lora_model(self.model_dir, self.model_config, self.p, self.lora, self.device, self.precision)
         self.model, self.target_modules, self._head = m.model, m.target_modules, m.head
         self.trainable_params = m.trainable_params
-        # what a training step calls: the loss as one module, so DDP (several processes) can wrap it
-        self.step_loss = self.dist.wrap(StepLoss(self.model, self._head, self.device, self._autocast))
+        # the loss as one module: evaluation calls it directly, a training step through DDP when several processes
+        self._loss = StepLoss(self.model, self._head, self.device, self._autocast)
+        self.step_loss = self.dist.wrap(self._loss)
 
     def setup_optimizer(self) -> None:
         """AdamW over the adapter params + the HF scheduler; a GradScaler for fp16."""
@@ -297,8 +298,8 @@ class LoRAFinetuneRecipe:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def loss_step(self, batch: Batch) -> torch.Tensor:
-        """Summed cross-entropy over the batch's supervised tokens (see train/loss.py)."""
-        return summed_loss(self.model, self._head, batch, self.device, self._autocast())
+        """Summed cross-entropy over the batch's supervised tokens (see train/loss.py), outside DDP."""
+        return self._loss(batch)
 
     @torch.no_grad()
     def evaluate(self, adapter: bool = True) -> float:
