@@ -131,15 +131,15 @@ def sweep(
 @app.command("data-bench")
 def data_bench(
     rows: Annotated[
-        list[int] | None, typer.Option("--rows", help="synthetic row counts to time (repeatable; default 27000, 270000)")
+        list[int] | None, typer.Option("--rows", help="synthetic row counts to time (repeatable; default 27000, 270000, 1000000)")
     ] = None,
     output: Annotated[Path, typer.Option(help="where the figures go")] = Path("reports/data_scaling.json"),
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Time ingest+clean+split+quality on N synthetic rows (each in a fresh process) and report scaling."""
+    """Time ingest, clean, split and quality on N synthetic rows (each stage in a fresh process): time, CPU, peak memory."""
     from supportlm.data.scaling import run_scaling
 
-    result = guarded(lambda: run_scaling(rows or [27_000, 270_000], params, output))
+    result = guarded(lambda: run_scaling(rows or [27_000, 270_000, 1_000_000], params, output))
     out.print_json(json.dumps(result))
 
 

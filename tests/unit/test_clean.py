@@ -58,7 +58,10 @@ def test_every_row_is_accounted_for_with_reason():
 
 
 def test_near_duplicates_quarantined_with_partner():
-    rows = [row("a", "where is my order, it has been a week"), row("b", "where is my order, it has been a week!!")]
+    rows = [
+        row("a", "where is my order, it has been a week"),
+        row("b", "where is my order, it has been a week!!"),
+    ]
     res = clean(rows, P)
     assert [q["reason"] for q in res.quarantine] == ["near_duplicate"]
     assert "with a" in res.quarantine[0]["detail"]
@@ -68,11 +71,22 @@ def make_label_rows(n_per_intent=30):
     """Two intents with distinct vocabulary, and two rows whose labels are flipped."""
     rows = []
     for i in range(n_per_intent):
-        rows.append(row(f"t{i}", f"track parcel shipment {i} where is delivery courier status {i * 7}",
-                        reply=f"Tracking reply number {i}: {REPLY}"))
-        rows.append(row(f"r{i}", f"refund money back return payment {i} reimburse charge {i * 3}",
-                        reply=f"Refund reply number {i}: you can request a refund in your account.",
-                        intent="get_refund", category="REFUND"))
+        rows.append(
+            row(
+                f"t{i}",
+                f"track parcel shipment {i} where is delivery courier status {i * 7}",
+                reply=f"Tracking reply number {i}: {REPLY}",
+            )
+        )
+        rows.append(
+            row(
+                f"r{i}",
+                f"refund money back return payment {i} reimburse charge {i * 3}",
+                reply=f"Refund reply number {i}: you can request a refund in your account.",
+                intent="get_refund",
+                category="REFUND",
+            )
+        )
     rows[0]["intent"], rows[0]["category"] = "get_refund", "REFUND"  # flipped
     rows[3]["intent"], rows[3]["category"] = "track_order", "ORDER"  # flipped
     return rows
@@ -94,3 +108,39 @@ def test_label_issue_actions(action):
     else:
         assert kept["t0"].intent == "get_refund" and kept["t0"].meta["label_issue"] is True
     assert res.report["rows_in"] == res.report["rows_kept"] + res.report["rows_quarantined"]
+
+
+def test_streamed_clean_writes_nothing_when_the_input_breaks(tmp_path):
+    """A bad line half-way (after several batches) leaves no outputs, parts or scratch files behind."""
+    from supportlm.data import clean as clean_module
+    from supportlm.errors import DataError
+
+    def rows():
+        for i in range(12):
+            yield row(f"r{i}", f"where is order number {i}? it has been {i} days since I paid")
+        raise DataError("records.jsonl:13: not valid JSON")
+
+    out = tmp_path / "interim"
+    clean_module.BATCH_ROWS, old = 5, clean_module.BATCH_ROWS
+    try:
+        with pytest.raises(DataError, match="records.jsonl:13"):
+            clean_module.clean_files(rows(), P, out)
+    finally:
+        clean_module.BATCH_ROWS = old
+    assert list(out.iterdir()) == []
+
+
+def test_batching_does_not_change_the_result(monkeypatch):
+    """Exact and near duplicates are found across batch boundaries: the same outputs at any batch size."""
+    from supportlm.data import clean as clean_module
+
+    rows = [
+        row(f"r{i:02d}", f"where is my order {i % 7}? I ordered it {i % 7} days ago and paid by card")
+        for i in range(30)
+    ]
+    whole = clean(rows, P)
+    monkeypatch.setattr(clean_module, "BATCH_ROWS", 4)
+    batched = clean(rows, P)
+    assert [r.id for r in batched.kept] == [r.id for r in whole.kept] and len(whole.kept) == 7
+    assert batched.quarantine == whole.quarantine and batched.changes == whole.changes
+    assert {q["reason"] for q in whole.quarantine} == {"exact_duplicate"}

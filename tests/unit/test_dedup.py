@@ -20,7 +20,9 @@ def test_exact_duplicates_ignore_case_and_spacing():
 def test_near_duplicates_found_and_earlier_row_wins():
     near = BASE.replace("right now", "right now.")  # punctuation edit
     other = "How do I change the delivery address on my account? I moved last week and need it updated."
-    sigs = dedup.signatures([BASE, other, near, BASE.replace("parcel", "package")], num_perm=128, shingle_words=3)
+    sigs = dedup.signatures(
+        [BASE, other, near, BASE.replace("parcel", "package")], num_perm=128, shingle_words=3
+    )
     found = dedup.find_near_duplicates(sigs, threshold=0.7)  # one swapped word: true Jaccard 28/34
     assert set(found) == {2, 3}
     assert found[2] == (0, 1.0)  # punctuation is ignored by the shingles
@@ -34,7 +36,9 @@ def test_skip_excludes_rows_from_the_index():
 
 def test_groups_are_connected_components():
     a2 = BASE.replace("yet", "yet,")
-    other = "Please cancel my newsletter subscription immediately, I never signed up for it in the first place."
+    other = (
+        "Please cancel my newsletter subscription immediately, I never signed up for it in the first place."
+    )
     sigs = dedup.signatures([BASE, other, a2, other + " thanks"], num_perm=128, shingle_words=2)
     groups = dedup.near_duplicate_groups(sigs, 0.7).tolist()
     assert groups[0] == groups[2] and groups[1] == groups[3] and groups[0] != groups[1]
@@ -88,3 +92,36 @@ def test_connected_components_match_a_brute_force_reference():
         assert got.dtype == np.int64 and got.shape == (n,)
         assert got.tolist() == _components_by_search(n, edges)
         assert dedup.connected_components(n, edges[::-1]).tolist() == got.tolist()  # edge order is irrelevant
+
+
+def test_band_index_finds_what_datasketch_lsh_finds():
+    """BandIndex returns MinHashLSH.query's candidates: same bands, rows sharing one band's values."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    rng = random.Random(7)
+    words = [
+        "order",
+        "refund",
+        "parcel",
+        "account",
+        "address",
+        "invoice",
+        "track",
+        "cancel",
+        "payment",
+        "card",
+        "delivery",
+    ]
+    texts = [" ".join(rng.choices(words, k=12)) for _ in range(60)]
+    texts += [t.replace(t.split()[3], "newsletter") for t in texts[:30]]  # near copies
+    sigs = dedup.signatures(texts, 128, 2)
+    for threshold in (0.5, 0.8, 0.9):
+        index = dedup.BandIndex(sigs, threshold)
+        lsh = MinHashLSH(threshold=threshold, num_perm=128)
+        assert (index.bands, index.rows_per_band) == (lsh.b, lsh.r)
+        for i, sig in enumerate(sigs):
+            view = LeanMinHash(seed=1, hashvalues=sig, scheme=dedup.SCHEME)
+            assert index.candidates(i) == set(lsh.query(view)), (threshold, i)
+            index.insert(i)
+            lsh.insert(i, view)
+        assert any(index.candidates(i) for i in range(60, 90))  # the copies did collide

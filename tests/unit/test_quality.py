@@ -10,6 +10,7 @@ import pytest
 
 from supportlm.config import QualityParams
 from supportlm.data.quality import build_quality_report
+from supportlm.data.quality_document import QuarantineExamples
 from supportlm.data.quality_metrics import js_distance
 from supportlm.data.quality_plots import PLOT_FILES, PLOTS_SUBDIR
 
@@ -23,6 +24,7 @@ TOP_KEYS = {
     "data_version",
     "summary",
 }
+ROW_INPUTS = ("raw", "rejected", "kept", "quarantine", "changes", "label_issues", "splits", "defects")
 LONG_USER = "I want to know where my package is " + "and why it is so late " * 10  # > 120 chars
 
 
@@ -193,6 +195,35 @@ def built(tmp_path_factory):
         **make_inputs(), params=QualityParams(drift_alert=0.1, top_confusions=1), reports_dir=out
     )
     return report, out
+
+
+def test_one_pass_streams_give_the_same_report(built, tmp_path):
+    """run_quality hands in read_jsonl generators: each input is iterated once, and rows are not kept."""
+    report, out = built
+    streams = make_inputs()
+    for k in ROW_INPUTS:
+        rows = streams[k]
+        streams[k] = {s: iter(r) for s, r in rows.items()} if k == "splits" else iter(rows)
+    streamed = build_quality_report(
+        **streams, params=QualityParams(drift_alert=0.1, top_confusions=1), reports_dir=tmp_path
+    )
+    assert streamed == report
+    for name in ("data_quality.json", "data_quality.md"):
+        assert (tmp_path / name).read_text() == (out / name).read_text()
+
+
+def test_quarantine_examples_first_two_per_reason_in_file_order():
+    examples = QuarantineExamples()
+    for i in range(4):
+        for reason in ("too_long", "bad_structure"):
+            examples.add({"id": f"{reason}{i}", "reason": reason, "detail": "", "record": None})
+    rows = examples.rows()
+    assert [(e["reason"], e["id"]) for e in rows] == [
+        ("bad_structure", "bad_structure0"),
+        ("bad_structure", "bad_structure1"),
+        ("too_long", "too_long0"),
+        ("too_long", "too_long1"),
+    ]
 
 
 def test_js_distance_identical_and_disjoint():

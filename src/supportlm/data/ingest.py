@@ -1,4 +1,8 @@
-"""The ingest stage's logic: load every configured source into one Record stream."""
+"""The ingest stage's logic: load every configured source into one Record stream.
+
+Records are written as they are read (a synthetic source builds each one on the way out), so the
+stage holds one source's plain rows at a time, never a second copy as Records.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +12,68 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.config import IngestParams, Params
-from supportlm.data.schema import Record
 from supportlm.data.sources import load_source
+from supportlm.data.stream import JsonlParts
 from supportlm.errors import DataError
-from supportlm.io import write_json, write_jsonl
+from supportlm.io import write_json
 from supportlm.lineage import params_hash, peak_rss_mb
 from supportlm.paths import Paths
 
 
-def ingest(p: IngestParams, base_dir: Path) -> tuple[list[Record], list[dict], list[dict], dict[str, Any]]:
-    """Return (records, rejected rows, synthetic defect ground truth, report)."""
+def ingest(
+    p: IngestParams, base_dir: Path, records: JsonlParts, rejected: JsonlParts, defects: JsonlParts
+) -> dict[str, Any]:
+    """Write every source's records, rejected rows and synthetic defect ground truth; return the report."""
     t0 = time.perf_counter()
-    records: list[Record] = []
-    rejected: list[dict[str, Any]] = []
-    defects: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    clashes: list[str] = []
+    kinds: Counter[str] = Counter()
+    intents: set[str] = set()
+    reasons: Counter[str] = Counter()
+    injected: Counter[str] = Counter()
     by_source: dict[str, dict[str, int]] = {}
     for src in p.sources:
         result = load_source(src, p.seed, base_dir)
-        records += result.records
-        rejected += result.rejected
-        defects += result.defects
+        for rec in result.records:
+            if rec.id in seen:
+                clashes.append(rec.id)
+            seen.add(rec.id)
+            kinds[rec.kind] += 1
+            intents.add(rec.intent)
+            records.write(rec)
+        for row in result.rejected:
+            rejected.write(row)
+            reasons[row["reason"]] += 1
+        for truth in result.defects:
+            defects.write(truth)
+            injected.update(truth["defects"])
         by_source[src.name] = {"rows": len(result.records), "rejected": len(result.rejected)}
-    ids = Counter(r.id for r in records)
-    clashes = [i for i, c in ids.items() if c > 1]
     if clashes:
-        raise DataError(f"duplicate record ids across sources (first: {clashes[:3]}); give sources distinct names")
-    report = {
-        "rows": len(records),
-        "rejected": len(rejected),
-        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
+        raise DataError(
+            f"duplicate record ids across sources (first: {clashes[:3]}); give sources distinct names"
+        )
+    return {
+        "rows": len(seen),
+        "rejected": sum(reasons.values()),
+        "rejected_by_reason": dict(sorted(reasons.items())),
         "by_source": by_source,
-        "by_kind": dict(sorted(Counter(r.kind for r in records).items())),
-        "intents": len({r.intent for r in records}),
-        "injected_defects": dict(sorted(Counter(d for t in defects for d in t["defects"]).items())),
+        "by_kind": dict(sorted(kinds.items())),
+        "intents": len(intents),
+        "injected_defects": dict(sorted(injected.items())),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return records, rejected, defects, report
 
 
 def run_ingest(params: Params, paths: Paths, base_dir: Path | None = None) -> dict[str, Any]:
-    """The ingest stage: params.ingest.sources -> data/raw/{records,rejected,defects}.jsonl + reports/ingest.json."""
-    records, rejected, defects, report = ingest(params.ingest, base_dir or paths.root)
-    write_jsonl(paths.raw / "records.jsonl", records)
-    write_jsonl(paths.raw / "rejected.jsonl", rejected)
-    write_jsonl(paths.raw / "defects.jsonl", defects)
+    """The ingest stage: params.ingest.sources -> data/raw/{records,rejected,defects}.jsonl + reports/ingest.json.
+
+    The three files appear together or not at all (a failing source leaves the old ones)."""
+    with (
+        JsonlParts(paths.raw / "records.jsonl") as records,
+        JsonlParts(paths.raw / "rejected.jsonl") as rejected,
+        JsonlParts(paths.raw / "defects.jsonl") as defects,
+    ):
+        report = ingest(params.ingest, base_dir or paths.root, records, rejected, defects)
     report |= {"params_hash": params_hash(params.ingest), "peak_rss_mb": peak_rss_mb()}
     write_json(paths.reports / "ingest.json", report)
     return report

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 from supportlm.data.quality_metrics import FIELDS, LENGTH_BINS, PII_TYPES, row_texts
@@ -15,31 +13,33 @@ EXAMPLES_PER_REASON = 2
 EXAMPLE_CHARS = 120
 
 
-def quarantine_examples(quarantine: Sequence[dict]) -> list[dict[str, str]]:
-    """Up to EXAMPLES_PER_REASON quarantined rows per reason, user text and detail truncated."""
-    seen: Counter[str] = Counter()
-    out = []
-    for q in sorted(quarantine, key=lambda q: str(q.get("reason"))):
-        reason = str(q.get("reason"))
-        if seen[reason] >= EXAMPLES_PER_REASON:
-            continue
-        seen[reason] += 1
-        rec = q.get("record")
-        u, _ = row_texts(rec)
-        text = (
-            u
-            if u is not None
-            else (json.dumps(rec, ensure_ascii=False, default=str) if rec is not None else "")
-        )
-        out.append(
-            {
-                "id": str(q.get("id")),
-                "reason": reason,
-                "detail": _truncate(str(q.get("detail", ""))),
-                "text": _truncate(text),
-            }
-        )
-    return out
+class QuarantineExamples:
+    """Up to EXAMPLES_PER_REASON quarantined rows per reason (the first ones in file order); the rest pass."""
+
+    def __init__(self) -> None:
+        self.picked: dict[str, list[dict]] = {}
+
+    def add(self, q: dict) -> None:
+        picked = self.picked.setdefault(str(q.get("reason")), [])
+        if len(picked) < EXAMPLES_PER_REASON:
+            picked.append(q)
+
+    def rows(self) -> list[dict[str, str]]:
+        """The examples by reason, user text and detail truncated."""
+        return [_example(reason, q) for reason in sorted(self.picked) for q in self.picked[reason]]
+
+
+def _example(reason: str, q: dict) -> dict[str, str]:
+    rec = q.get("record")
+    text, _ = row_texts(rec)
+    if text is None:  # no user turn: show the record as it is
+        text = json.dumps(rec, ensure_ascii=False, default=str) if rec is not None else ""
+    return {
+        "id": str(q.get("id")),
+        "reason": reason,
+        "detail": _truncate(str(q.get("detail", ""))),
+        "text": _truncate(text),
+    }
 
 
 def _truncate(s: str, n: int = EXAMPLE_CHARS) -> str:

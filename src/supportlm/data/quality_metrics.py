@@ -1,16 +1,18 @@
 """The data-quality report's measurements: completeness, text quality, label consistency, distribution, dedup.
 
-Each section is a pure function of the stage outputs (rows as plain dicts) that returns
-a JSON-ready dict; quality.py assembles them. Everything is plain loops / numpy over
-the rows: 270k raw rows take a few seconds.
+The stage outputs are too big to hold as rows (about 1 GB per 100k rows as dicts), so each section is an
+accumulator: quality.py streams every file once and hands each row to the accumulators that need it
+(`add*`); they keep counters and one or a few numbers per row (array.array), never the rows, and
+`section()` returns the JSON-ready dict.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from array import array
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -108,44 +110,83 @@ def js_distance(p: dict[Any, float] | Sequence[float], q: dict[Any, float] | Seq
     return round(min(max(d, 0.0), 1.0), 4)
 
 
-def ordered_splits(splits: dict[str, list[dict]]) -> list[str]:
+def ordered_splits(splits: Iterable[str]) -> list[str]:
     """Split names as train, val, test, then any others alphabetically."""
-    return [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
+    names = set(splits)
+    return [s for s in SPLIT_ORDER if s in names] + sorted(s for s in names if s not in SPLIT_ORDER)
 
 
-def completeness(rows: Sequence[Any], texts: Sequence[tuple[str | None, str | None]]) -> dict[str, Any]:
-    """Per field: missing (key/turn absent or None) and empty (blank) counts. One pass, no per-field calls."""
-    n = len(rows)
-    missing = [0] * len(FIELDS)
-    empty = [0] * len(FIELDS)
-    kinds: Counter[str] = Counter()
-    for row, (u, a) in zip(rows, texts, strict=True):
+class ReasonCounts:
+    """Rows and rows per `reason` of a rejected/quarantine file."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, row: dict) -> None:
+        self.rows += 1
+        self.reasons[str(row.get("reason"))] += 1
+
+    def by_reason(self) -> dict[str, int]:
+        return dict(sorted(self.reasons.items()))
+
+
+class ChangeCodes:
+    """The clean stage's change log: rows per change code and how many distinct rows changed."""
+
+    def __init__(self) -> None:
+        self.codes: Counter[str] = Counter()
+        self.ids: set[Any] = set()
+
+    def add(self, change: dict) -> None:
+        self.codes.update(str(c) for c in change.get("codes") or [])
+        self.ids.add(change.get("id"))
+
+    def by_code(self) -> dict[str, int]:
+        return dict(sorted(self.codes.items()))
+
+
+class Completeness:
+    """Per field: missing (key/turn absent or None) and empty (blank) counts; rows per kind."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.missing = [0] * len(FIELDS)
+        self.empty = [0] * len(FIELDS)
+        self.kinds: Counter[str] = Counter()
+
+    def add(self, row: Any, texts: tuple[str | None, str | None]) -> None:
+        u, a = texts
+        self.rows += 1
         if isinstance(row, dict):
             get = row.get
             values: tuple[Any, ...] = (get("id"), get("intent"), get("category"), u, a)
-            kinds[str(get("kind"))] += 1
+            self.kinds[str(get("kind"))] += 1
         else:
             values = (None, None, None, u, a)
-            kinds["None"] += 1
+            self.kinds["None"] += 1
         for k, v in enumerate(values):
             if v is None:
-                missing[k] += 1
+                self.missing[k] += 1
             elif v.__class__ is str:
                 if not v or v.isspace():
-                    empty[k] += 1
+                    self.empty[k] += 1
             elif not str(v).strip():
-                empty[k] += 1
-    fields = {
-        f: {
-            "missing": missing[k],
-            "empty": empty[k],
-            "missing_rate": rate(missing[k], n),
-            "empty_rate": rate(empty[k], n),
-            "incomplete_rate": rate(missing[k] + empty[k], n),
+                self.empty[k] += 1
+
+    def section(self) -> dict[str, Any]:
+        n, missing, empty = self.rows, self.missing, self.empty
+        fields = {
+            f: {
+                "missing": missing[k],
+                "empty": empty[k],
+                "missing_rate": rate(missing[k], n),
+                "empty_rate": rate(empty[k], n),
+                "incomplete_rate": rate(missing[k] + empty[k], n),
+            }
+            for k, f in enumerate(FIELDS)
         }
-        for k, f in enumerate(FIELDS)
-    }
-    return {"rows": n, "fields": fields, "rows_by_kind": dict(sorted(kinds.items()))}
+        return {"rows": n, "fields": fields, "rows_by_kind": dict(sorted(self.kinds.items()))}
 
 
 def _has_control(s: str) -> bool:
@@ -160,138 +201,169 @@ def _maybe_pii(s: str) -> bool:
     return "@" in s or any(d in s for d in _DIGITS)
 
 
-def text_profile(texts: Sequence[tuple[str | None, str | None]]) -> dict[str, Any]:
-    """Lengths, mojibake / control / markup / placeholder rates and PII hits over (user, assistant) texts."""
-    n = len(texts)
-    user_chars: list[int] = []
-    user_words: list[int] = []
-    asst_chars: list[int] = []
-    asst_words: list[int] = []
-    moj = ctrl = markup = placeholder = pii_rows = 0
-    pii_hits: Counter[str] = Counter()
-    pii_rows_by_type: Counter[str] = Counter()
-    for u, a in texts:
+class TextProfile:
+    """Lengths, mojibake / control / markup / placeholder rates and PII hits over (user, assistant) texts.
+
+    Keeps four int64 lengths per row (for the percentiles and the length plot), not the texts."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.user_chars, self.user_words = array("q"), array("q")
+        self.asst_chars, self.asst_words = array("q"), array("q")
+        self.moj = self.ctrl = self.markup = self.placeholder = self.pii_rows = 0
+        self.pii_hits: Counter[str] = Counter()
+        self.pii_rows_by_type: Counter[str] = Counter()
+
+    def add(self, texts: tuple[str | None, str | None]) -> None:
+        u, a = texts
         u = u or ""
         a = a or ""
-        user_chars.append(len(u))
-        user_words.append(len(u.split()))
-        asst_chars.append(len(a))
-        asst_words.append(len(a.split()))
+        self.rows += 1
+        self.user_chars.append(len(u))
+        self.user_words.append(len(u.split()))
+        self.asst_chars.append(len(a))
+        self.asst_words.append(len(a.split()))
         full = f"{u}\n{a}"
         if not full.isascii() and is_mojibake(full):
-            moj += 1
+            self.moj += 1
         if _has_control(full):
-            ctrl += 1
+            self.ctrl += 1
         if ("<" in full or "&" in full) and has_markup(full):
-            markup += 1
+            self.markup += 1
         i = full.find("{{")
         if i >= 0 and PLACEHOLDER.search(full, i):
-            placeholder += 1
+            self.placeholder += 1
         if _maybe_pii(full):
-            found = find_pii(full)
             any_hit = False
-            for k, v in found.items():
+            for k, v in find_pii(full).items():
                 if v:
-                    pii_hits[k] += v
-                    pii_rows_by_type[k] += 1
+                    self.pii_hits[k] += v
+                    self.pii_rows_by_type[k] += 1
                     any_hit = True
-            pii_rows += any_hit
-    lengths = {
-        "user_chars": np.array(user_chars, dtype=np.int64),
-        "user_words": np.array(user_words, dtype=np.int64),
-        "asst_chars": np.array(asst_chars, dtype=np.int64),
-        "asst_words": np.array(asst_words, dtype=np.int64),
-    }
-    return {
-        "rows": n,
-        "user": {"chars": _stats(lengths["user_chars"]), "words": _stats(lengths["user_words"])},
-        "assistant": {"chars": _stats(lengths["asst_chars"]), "words": _stats(lengths["asst_words"])},
-        "mojibake_rows": moj,
-        "mojibake_rate": rate(moj, n),
-        "control_char_rows": ctrl,
-        "control_char_rate": rate(ctrl, n),
-        "markup_rows": markup,
-        "markup_rate": rate(markup, n),
-        "placeholder_rows": placeholder,
-        "placeholder_rate": rate(placeholder, n),
-        "pii_hits": {k: int(pii_hits.get(k, 0)) for k in PII_TYPES},
-        "pii_rows": {k: int(pii_rows_by_type.get(k, 0)) for k in PII_TYPES},
-        "pii_row_rate": rate(pii_rows, n),
-        "_words": (lengths["user_words"], lengths["asst_words"]),  # for the plot; popped before JSON
-    }
+            self.pii_rows += any_hit
+
+    def words(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user, assistant) words per row, for the length plot."""
+        return np.array(self.user_words, dtype=np.int64), np.array(self.asst_words, dtype=np.int64)
+
+    def section(self) -> dict[str, Any]:
+        n = self.rows
+        return {
+            "rows": n,
+            "user": {"chars": _stats(self.user_chars), "words": _stats(self.user_words)},
+            "assistant": {"chars": _stats(self.asst_chars), "words": _stats(self.asst_words)},
+            "mojibake_rows": self.moj,
+            "mojibake_rate": rate(self.moj, n),
+            "control_char_rows": self.ctrl,
+            "control_char_rate": rate(self.ctrl, n),
+            "markup_rows": self.markup,
+            "markup_rate": rate(self.markup, n),
+            "placeholder_rows": self.placeholder,
+            "placeholder_rate": rate(self.placeholder, n),
+            "pii_hits": {k: int(self.pii_hits.get(k, 0)) for k in PII_TYPES},
+            "pii_rows": {k: int(self.pii_rows_by_type.get(k, 0)) for k in PII_TYPES},
+            "pii_row_rate": rate(self.pii_rows, n),
+        }
 
 
-def label_consistency(
-    kept: Sequence[dict],
-    quarantine: Sequence[dict],
-    label_issues: Sequence[dict],
-    clean_report: dict,
-    params: QualityParams,
-) -> dict[str, Any]:
-    """The clean stage's label check: summary, issues per intent, top confusions, quality histogram."""
-    labels = clean_report.get("labels") or {}
-    summary = {
-        "enabled": bool(labels.get("enabled", bool(label_issues))),
-        "action": labels.get("action"),
-        "issues": int(labels.get("issues", len(label_issues))),
-        "oof_accuracy": json_float(labels.get("oof_accuracy")),
-        "mean_label_quality": json_float(labels.get("mean_label_quality")),
-    }
-    issue_ids = {li["id"] for li in label_issues}
-    # rows the label check examined, by the intent they were given
-    examined: Counter[str] = Counter()
-    ok_quality: list[float] = []
-    for row in kept:
+class RowsProfile:
+    """Completeness and text profile of one stage's rows: each row's texts are extracted once for both."""
+
+    def __init__(self) -> None:
+        self.completeness = Completeness()
+        self.text = TextProfile()
+
+    def add(self, row: Any) -> None:
+        texts = row_texts(row)
+        self.completeness.add(row, texts)
+        self.text.add(texts)
+
+
+class LabelCheck:
+    """The clean stage's label check: summary, issues per intent, top confusions, quality histogram.
+
+    Feed the label issues before the kept rows: a kept row's score counts as "not flagged" only when
+    its id is not among the issues."""
+
+    def __init__(self) -> None:
+        self.issues = 0
+        self.issue_ids: set[Any] = set()
+        self.issues_by_intent: Counter[str] = Counter()
+        self.pairs: Counter[tuple[str, str]] = Counter()
+        self.issue_quality = array("d")
+        self.examined: Counter[str] = Counter()  # rows the check examined, by the intent they were given
+        self.ok_quality = array("d")
+
+    def add_issue(self, issue: dict) -> None:
+        self.issues += 1
+        self.issue_ids.add(issue["id"])
+        given = str(issue.get("given_intent"))
+        self.issues_by_intent[given] += 1
+        self.pairs[(given, str(issue.get("predicted_intent")))] += 1
+        if issue.get("label_quality") is not None:
+            self.issue_quality.append(float(issue["label_quality"]))
+
+    def add_kept(self, row: dict) -> None:
         meta = row_meta(row)
         if "label_quality" not in meta:
-            continue
-        examined[str(meta.get("original_intent", row.get("intent")))] += 1
-        if row.get("id") not in issue_ids and meta["label_quality"] is not None:
-            ok_quality.append(float(meta["label_quality"]))
-    for q in quarantine:
+            return
+        self.examined[str(meta.get("original_intent", row.get("intent")))] += 1
+        if row.get("id") not in self.issue_ids and meta["label_quality"] is not None:
+            self.ok_quality.append(float(meta["label_quality"]))
+
+    def add_quarantined(self, q: dict) -> None:
         if q.get("reason") == "label_issue" and isinstance(q.get("record"), dict):
-            examined[str(q["record"].get("intent"))] += 1
-    issues_by_intent = Counter(str(li.get("given_intent")) for li in label_issues)
-    for intent in issues_by_intent:  # a row flagged but absent from kept/quarantine still counts
-        examined[intent] = max(examined[intent], issues_by_intent[intent])
-    per_intent = {
-        intent: {
-            "rows": examined[intent],
-            "issues": issues_by_intent.get(intent, 0),
-            "rate": rate(issues_by_intent.get(intent, 0), examined[intent]),
+            self.examined[str(q["record"].get("intent"))] += 1
+
+    def scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(not flagged, flagged) label-quality scores, for the plot."""
+        return np.array(self.ok_quality, dtype=np.float64), np.array(self.issue_quality, dtype=np.float64)
+
+    def section(self, clean_report: dict, params: QualityParams) -> dict[str, Any]:
+        labels = clean_report.get("labels") or {}
+        summary = {
+            "enabled": bool(labels.get("enabled", bool(self.issues))),
+            "action": labels.get("action"),
+            "issues": int(labels.get("issues", self.issues)),
+            "oof_accuracy": json_float(labels.get("oof_accuracy")),
+            "mean_label_quality": json_float(labels.get("mean_label_quality")),
         }
-        for intent in sorted(examined)
-    }
-    pairs = Counter((str(li.get("given_intent")), str(li.get("predicted_intent"))) for li in label_issues)
-    ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[: params.top_confusions]
-    confusions = [{"given": g, "predicted": p, "count": c} for (g, p), c in ranked]
-    if not confusions and labels.get("confused_pairs"):
-        confusions = list(labels["confused_pairs"])[: params.top_confusions]
-    issue_quality = [float(li["label_quality"]) for li in label_issues if li.get("label_quality") is not None]
-    edges = np.linspace(0.0, 1.0, LABEL_QUALITY_BINS + 1)
-    hist_ok = (
-        np.histogram(np.clip(ok_quality, 0, 1), bins=edges)[0] if ok_quality else np.zeros(len(edges) - 1)
-    )
-    hist_issue = (
-        np.histogram(np.clip(issue_quality, 0, 1), bins=edges)[0]
-        if issue_quality
-        else np.zeros(len(edges) - 1)
-    )
-    all_q = ok_quality + issue_quality
-    return {
-        "summary": summary,
-        "issues_per_intent": per_intent,
-        "top_confusions": confusions,
-        "label_quality_histogram": {
-            "bin_edges": [json_float(e) for e in edges],
-            "not_flagged": [int(x) for x in hist_ok],
-            "flagged": [int(x) for x in hist_issue],
-            "rows": len(all_q),
-            "mean": json_float(np.mean(all_q)) if all_q else None,
-            "p05": json_float(np.percentile(all_q, 5)) if all_q else None,
-        },
-        "_quality": (ok_quality, issue_quality),
-    }
+        examined = Counter(self.examined)
+        issues_by_intent = self.issues_by_intent
+        for intent in issues_by_intent:  # a row flagged but absent from kept/quarantine still counts
+            examined[intent] = max(examined[intent], issues_by_intent[intent])
+        per_intent = {
+            intent: {
+                "rows": examined[intent],
+                "issues": issues_by_intent.get(intent, 0),
+                "rate": rate(issues_by_intent.get(intent, 0), examined[intent]),
+            }
+            for intent in sorted(examined)
+        }
+        ranked = sorted(self.pairs.items(), key=lambda kv: (-kv[1], kv[0]))[: params.top_confusions]
+        confusions = [{"given": g, "predicted": p, "count": c} for (g, p), c in ranked]
+        if not confusions and labels.get("confused_pairs"):
+            confusions = list(labels["confused_pairs"])[: params.top_confusions]
+        ok_quality, issue_quality = self.scores()
+        edges = np.linspace(0.0, 1.0, LABEL_QUALITY_BINS + 1)
+        hist_ok, hist_issue = (
+            np.histogram(np.clip(q, 0, 1), bins=edges)[0] if q.size else np.zeros(len(edges) - 1)
+            for q in (ok_quality, issue_quality)
+        )
+        all_q = np.concatenate([ok_quality, issue_quality])
+        return {
+            "summary": summary,
+            "issues_per_intent": per_intent,
+            "top_confusions": confusions,
+            "label_quality_histogram": {
+                "bin_edges": [json_float(e) for e in edges],
+                "not_flagged": [int(x) for x in hist_ok],
+                "flagged": [int(x) for x in hist_issue],
+                "rows": len(all_q),
+                "mean": json_float(np.mean(all_q)) if all_q.size else None,
+                "p05": json_float(np.percentile(all_q, 5)) if all_q.size else None,
+            },
+        }
 
 
 def _length_of(row: dict) -> int:
@@ -302,95 +374,124 @@ def _length_of(row: dict) -> int:
     return len(f"{u or ''}\n{a or ''}".split())
 
 
-def distribution(
-    kept: Sequence[dict], splits: dict[str, list[dict]], params: QualityParams
-) -> dict[str, Any]:
-    """Intents and categories per split, mean length per intent, and drift of each split vs train."""
-    names = ordered_splits(splits)
-    all_intents = sorted({str(r.get("intent")) for s in names for r in splits[s]})
-    per_split: dict[str, Any] = {}
-    for s in names:
-        rows = splits[s]
-        n = len(rows)
-        ic = Counter(str(r.get("intent")) for r in rows)
-        cc = Counter(str(r.get("category")) for r in rows)
-        per_split[s] = {
-            "rows": n,
-            "intents": {k: {"count": v, "share": rate(v, n)} for k, v in sorted(ic.items())},
-            "categories": {k: {"count": v, "share": rate(v, n)} for k, v in sorted(cc.items())},
-            "n_intents": len(ic),
-            "missing_intents": [i for i in all_intents if i not in ic],
-            "imbalance_ratio": json_float(max(ic.values()) / min(ic.values())) if ic else None,
-        }
-    # mean tokens per intent over the data the model sees (split rows; kept if there are no splits)
-    pool = [r for s in names for r in splits[s]] or list(kept)
-    tok_sum: defaultdict[str, float] = defaultdict(float)
-    tok_n: Counter[str] = Counter()
-    measure = "n_tokens" if pool and all("n_tokens" in row_meta(r) for r in pool) else "words"
-    lengths_by_split = {s: np.array([_length_of(r) for r in splits[s]], dtype=np.float64) for s in names}
-    if any(splits[s] for s in names):
-        pool_lengths = np.concatenate([lengths_by_split[s] for s in names])
-    else:
-        pool_lengths = np.array([_length_of(r) for r in pool], dtype=np.float64)
-    for r, length in zip(pool, pool_lengths.tolist(), strict=True):
-        intent = str(r.get("intent"))
-        tok_sum[intent] += length
-        tok_n[intent] += 1
-    tokens_per_intent = {
-        k: {"rows": tok_n[k], "mean": json_float(tok_sum[k] / tok_n[k])} for k in sorted(tok_n)
-    }
+class Distribution:
+    """Intents and categories per split, mean length per intent, and drift of each split vs train.
 
-    # drift: intent distribution and binned length distribution vs train
-    pooled = np.concatenate(list(lengths_by_split.values())) if lengths_by_split else np.array([])
-    if pooled.size:
-        edges = np.unique(np.quantile(pooled, np.linspace(0, 1, LENGTH_BINS + 1)))
-        if edges.size < 2:
-            edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-    else:
-        edges = np.array([0.0, 1.0])
-    drift: dict[str, Any] = {"threshold": params.drift_alert, "length_measure": measure, "pairs": {}}
-    if "train" in splits:
-        train_int = Counter(str(r.get("intent")) for r in splits["train"])
-        train_len = np.histogram(lengths_by_split["train"], bins=edges)[0]
-        for other in names:
-            if other == "train":
-                continue
-            other_int = Counter(str(r.get("intent")) for r in splits[other])
-            other_len = np.histogram(lengths_by_split[other], bins=edges)[0]
-            d_int = js_distance(train_int, other_int)
-            d_len = js_distance(train_len, other_len)
-            drift["pairs"][f"train_vs_{other}"] = {
-                "intent": {"distance": d_int, "alert": d_int is not None and d_int > params.drift_alert},
-                "length": {"distance": d_len, "alert": d_len is not None and d_len > params.drift_alert},
+    Keeps one float (the length) per split row. Mean length per intent is over the data the model
+    sees: the split rows, or the kept rows when the splits hold none; so feed the splits first."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.intents: dict[str, Counter[str]] = {s: Counter() for s in names}
+        self.categories: dict[str, Counter[str]] = {s: Counter() for s in names}
+        self.lengths: dict[str, array[float]] = {s: array("d") for s in names}
+        self.split_rows = 0
+        self.tok_sum: defaultdict[str, float] = defaultdict(float)
+        self.tok_n: Counter[str] = Counter()
+        self.pool_rows = self.pool_with_n_tokens = 0
+
+    def add(self, split: str, row: dict) -> None:
+        intent = str(row.get("intent"))
+        self.intents[split][intent] += 1
+        self.categories[split][str(row.get("category"))] += 1
+        length = float(_length_of(row))
+        self.lengths[split].append(length)
+        self.split_rows += 1
+        self._pool(row, intent, length)
+
+    def add_kept(self, row: dict) -> None:
+        if not self.split_rows:
+            self._pool(row, str(row.get("intent")), float(_length_of(row)))
+
+    def _pool(self, row: dict, intent: str, length: float) -> None:
+        self.tok_sum[intent] += length
+        self.tok_n[intent] += 1
+        self.pool_rows += 1
+        self.pool_with_n_tokens += "n_tokens" in row_meta(row)
+
+    def rows(self, split: str) -> int:
+        return sum(self.intents[split].values())
+
+    def section(self, params: QualityParams) -> dict[str, Any]:
+        names = self.names
+        all_intents = sorted({i for s in names for i in self.intents[s]})
+        per_split: dict[str, Any] = {}
+        for s in names:
+            n, ic, cc = self.rows(s), self.intents[s], self.categories[s]
+            per_split[s] = {
+                "rows": n,
+                "intents": {k: {"count": v, "share": rate(v, n)} for k, v in sorted(ic.items())},
+                "categories": {k: {"count": v, "share": rate(v, n)} for k, v in sorted(cc.items())},
+                "n_intents": len(ic),
+                "missing_intents": [i for i in all_intents if i not in ic],
+                "imbalance_ratio": json_float(max(ic.values()) / min(ic.values())) if ic else None,
             }
-    return {
-        "splits": per_split,
-        "tokens_per_intent": tokens_per_intent,
-        "token_measure": measure,
-        "drift": drift,
-    }
+        tok_n = self.tok_n
+        tokens_per_intent = {
+            k: {"rows": tok_n[k], "mean": json_float(self.tok_sum[k] / tok_n[k])} for k in sorted(tok_n)
+        }
+        use_n_tokens = self.pool_rows and self.pool_with_n_tokens == self.pool_rows
+        measure = "n_tokens" if use_n_tokens else "words"
+        return {
+            "splits": per_split,
+            "tokens_per_intent": tokens_per_intent,
+            "token_measure": measure,
+            "drift": self._drift(params.drift_alert, measure),
+        }
+
+    def _drift(self, threshold: float, measure: str) -> dict[str, Any]:
+        """Intent distribution and binned length distribution (shared quantile bins) vs train."""
+        lengths = {s: np.array(v, dtype=np.float64) for s, v in self.lengths.items()}
+        pooled = np.concatenate(list(lengths.values())) if lengths else np.array([])
+        if pooled.size:
+            edges = np.unique(np.quantile(pooled, np.linspace(0, 1, LENGTH_BINS + 1)))
+            if edges.size < 2:
+                edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+        else:
+            edges = np.array([0.0, 1.0])
+        drift: dict[str, Any] = {"threshold": threshold, "length_measure": measure, "pairs": {}}
+        if "train" in lengths:
+            train_len = np.histogram(lengths["train"], bins=edges)[0]
+            for other in lengths:
+                if other == "train":
+                    continue
+                other_len = np.histogram(lengths[other], bins=edges)[0]
+                d_int = js_distance(self.intents["train"], self.intents[other])
+                d_len = js_distance(train_len, other_len)
+                drift["pairs"][f"train_vs_{other}"] = {
+                    "intent": {"distance": d_int, "alert": d_int is not None and d_int > threshold},
+                    "length": {"distance": d_len, "alert": d_len is not None and d_len > threshold},
+                }
+        return drift
 
 
-def dedup(
-    raw: Sequence[dict], splits: dict[str, list[dict]], clean_report: dict, split_report: dict
-) -> dict[str, Any]:
+class SplitGroups:
+    """meta.group_id of the split rows: group sizes and the groups found in more than one split."""
+
+    def __init__(self) -> None:
+        self.sizes: Counter[Any] = Counter()
+        self.first_split: dict[Any, str] = {}
+        self.spanning: set[Any] = set()
+
+    def add(self, split: str, row: dict) -> None:
+        g = row_meta(row).get("group_id")
+        if g is None:
+            return
+        self.sizes[g] += 1
+        if self.first_split.setdefault(g, split) != split:
+            self.spanning.add(g)
+
+
+def dedup(raw_rows: int, groups: SplitGroups, clean_report: dict, split_report: dict) -> dict[str, Any]:
     """Duplicates removed by the clean stage and near-duplicate groups leaking across splits."""
     by_reason = clean_report.get("by_reason") or {}
     exact = int(by_reason.get("exact_duplicate", 0))
     near = int(by_reason.get("near_duplicate", 0))
-    first_split: dict[Any, str] = {}
-    spanning: set[Any] = set()
-    sizes: Counter[Any] = Counter()
-    for s in ordered_splits(splits):
-        gids = [g for g in (row_meta(r).get("group_id") for r in splits[s]) if g is not None]
-        sizes.update(gids)
-        for g in set(gids):
-            if first_split.setdefault(g, s) != s:
-                spanning.add(g)
+    sizes = groups.sizes
     return {
         "exact_duplicates_removed": exact,
         "near_duplicates_removed": near,
-        "duplicate_rate_raw": rate(exact + near, len(raw)),
+        "duplicate_rate_raw": rate(exact + near, raw_rows),
         "leaked_groups": int(split_report.get("leaked_groups", 0) or 0),
         "cross_split_exact_duplicates": int(split_report.get("cross_split_exact_duplicates", 0) or 0),
         "conversations_crossing": int(split_report.get("conversations_crossing", 0) or 0),
@@ -401,5 +502,5 @@ def dedup(
         ),
         # cross-check from the split rows' own meta.group_id
         "group_ids_in_splits": len(sizes),
-        "group_ids_spanning_splits": len(spanning),
+        "group_ids_spanning_splits": len(groups.spanning),
     }

@@ -111,7 +111,7 @@ def write_plots(report: dict, private: dict, plots_dir: Path) -> dict[str, Path]
     # 4) label quality ---------------------------------------------------------------
     ok_q, issue_q = private["label_quality"]
     fig, ax = plt.subplots(figsize=(8, 4))
-    if ok_q or issue_q:
+    if len(ok_q) or len(issue_q):
         bins = np.linspace(0, 1, 41)
         ax.hist(
             [ok_q, issue_q],

@@ -16,7 +16,7 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ BITEXT_REQUIRED = ("instruction", "response", "intent", "category")
 
 @dataclass
 class SourceResult:
-    records: list[Record] = field(default_factory=list)
+    records: Sequence[Record] = field(default_factory=list)  # synthetic: built as they are read
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {source, line, reason, detail, raw}
     defects: list[dict[str, Any]] = field(default_factory=list)  # synthetic ground truth only
 
@@ -242,13 +242,18 @@ def load_table(src: TableSource, base_dir: Path) -> SourceResult:
         keys_seen |= set(obj)
         rec, rej = _from_mapping(src, src.columns, line, obj)
         (out.records.append(rec) if rec else out.rejected.append(rej))  # type: ignore[arg-type]
-    required = {k: v for k, v in _mapping_columns(src.columns).items() if k in ("instruction", "response", "intent")}
+    required = {
+        k: v for k, v in _mapping_columns(src.columns).items() if k in ("instruction", "response", "intent")
+    }
     _check_columns(path, sorted(keys_seen), required)  # a mapping that matches no row's keys is structural
     return out
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
 
 
 def load_hf(src: HFSource, base_dir: Path) -> SourceResult:
@@ -263,14 +268,18 @@ def load_hf(src: HFSource, base_dir: Path) -> SourceResult:
             ds = datasets.load_from_disk(str(local))
             ds = ds[src.split] if isinstance(ds, datasets.DatasetDict) else ds
         elif local.exists():
-            builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(local.suffix)
+            builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(
+                local.suffix
+            )
             ds = (
                 datasets.load_dataset(builder, data_files=str(local), split="train")
                 if builder
                 else datasets.load_dataset(str(local), split=src.split)
             )
         elif _offline():
-            raise hub.unreachable(src.dataset, "dataset", key, OSError("HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set"))
+            raise hub.unreachable(
+                src.dataset, "dataset", key, OSError("HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set")
+            )
         else:  # a hub id: pinned, reachable and allowed, checked before anything is downloaded
             revision = hub.require_pinned(src.dataset, src.revision, f"{key}.revision", "dataset")
             hub.check_access(src.dataset, revision, key, "dataset")
@@ -291,15 +300,9 @@ def load_hf(src: HFSource, base_dir: Path) -> SourceResult:
 def load_synthetic(src: SyntheticSource, seed: int) -> SourceResult:
     from supportlm.data import synthetic
 
-    records, truth = synthetic.generate(src.rows, seed, src.defects, dict(src.kinds))
-    prefix = f"{src.name}:"
-    for r in records:
-        r.id = prefix + r.id
-        r.source = src.name
-    for t in truth:
-        t["id"] = prefix + t["id"]
-        if t.get("duplicate_of"):
-            t["duplicate_of"] = prefix + t["duplicate_of"]
+    records, truth = synthetic.generate(
+        src.rows, seed, src.defects, dict(src.kinds), source=src.name, id_prefix=f"{src.name}:"
+    )
     return SourceResult(records=records, defects=truth)
 
 

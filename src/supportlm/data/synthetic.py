@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,46 +65,70 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def generate(
-    n: int, seed: int, rates: DefectRates | None = None, kinds: dict[str, float] | None = None
-) -> tuple[list[Record], list[dict[str, Any]]]:
-    """`n` synthetic records plus the ground truth of the defects injected into them.
+class Records(Sequence[Record]):
+    """The generated rows as `Record`s, each built when it is read.
 
-    Ground-truth entries, one per defective record in record order:
-    {"id", "defects": [type, ...], "duplicate_of": id | None, "true_intent": str | None}.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    rates = rates or DefectRates()
-    kinds = _check_kinds(kinds)
-    with _gc_paused():
-        return _generate(n, seed, rates, kinds)
+    Why: a pydantic Record costs several times its plain row, and the ingest stage writes each
+    one once; building them on the way out keeps 1M rows in the plain rows' memory only."""
 
+    def __init__(self, rows: Sequence[Any], ids: Sequence[str], source: str) -> None:
+        self._rows, self._ids, self._source = rows, ids, source
 
-def _generate(
-    n: int, seed: int, rates: DefectRates, kinds: dict[str, float]
-) -> tuple[list[Record], list[dict[str, Any]]]:
-    # Separate streams: the clean content for a seed does not move when defect rates change.
-    content_rng = random.Random(seed)
-    defect_rng = random.Random(f"supportlm-synthetic-defects-{seed}")
-    rows, seen = clean_rows(n, kinds, content_rng)
-    plan = plan_defects(n, rates.counts(n), defect_rng)
-    ids = [f"syn-{i:06d}" for i in range(n)]
-    truth = []
-    for i in range(n):
-        entry = inject_defects(i, rows, plan, defect_rng, ids, seen)
-        if entry is not None:
-            truth.append(entry)
-    records = [
-        Record(
-            id=ids[i],
-            source=SOURCE,
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row = self._rows[i]
+        return Record(
+            id=self._ids[i],
+            source=self._source,
             kind=row.kind,
             messages=[{"role": r, "content": c} for r, c in row.messages],
             intent=row.intent,
             category=INTENT_TO_CATEGORY[row.intent],
             meta=row.meta,
         )
-        for i, row in enumerate(rows)
-    ]
-    return records, truth
+
+    def __iter__(self) -> Iterator[Record]:
+        return (self[i] for i in range(len(self)))
+
+
+def generate(
+    n: int,
+    seed: int,
+    rates: DefectRates | None = None,
+    kinds: dict[str, float] | None = None,
+    source: str = SOURCE,
+    id_prefix: str = "",
+) -> tuple[Records, list[dict[str, Any]]]:
+    """`n` synthetic records plus the ground truth of the defects injected into them.
+
+    Ground-truth entries, one per defective record in record order:
+    {"id", "defects": [type, ...], "duplicate_of": id | None, "true_intent": str | None}.
+    Ids are `{id_prefix}syn-000000` onwards; `source` names the rows' source.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rates = rates or DefectRates()
+    kinds = _check_kinds(kinds)
+    with _gc_paused():
+        return _generate(n, seed, rates, kinds, source, id_prefix)
+
+
+def _generate(
+    n: int, seed: int, rates: DefectRates, kinds: dict[str, float], source: str, id_prefix: str
+) -> tuple[Records, list[dict[str, Any]]]:
+    # Separate streams: the clean content for a seed does not move when defect rates change.
+    content_rng = random.Random(seed)
+    defect_rng = random.Random(f"supportlm-synthetic-defects-{seed}")
+    rows, seen = clean_rows(n, kinds, content_rng)
+    plan = plan_defects(n, rates.counts(n), defect_rng)
+    ids = [f"{id_prefix}syn-{i:06d}" for i in range(n)]
+    truth = []
+    for i in range(n):
+        entry = inject_defects(i, rows, plan, defect_rng, ids, seen)
+        if entry is not None:
+            truth.append(entry)
+    return Records(rows, ids, source), truth

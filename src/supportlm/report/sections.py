@@ -168,11 +168,19 @@ def section_data(reports: Path, max_rows: int) -> list[Block] | None:
     scaling = load_json(reports / "data_scaling.json")
     if scaling and scaling.get("runs"):
         blocks.append(Table(
-            ["rows", "total s", "peak RSS MB", "rows kept"],
-            [[num(r.get("rows"), ","), num(r.get("total_seconds"), ",.1f"), num(r.get("peak_rss_mb"), ",.0f"),
-              num(r.get("rows_kept"), ",")] for r in scaling["runs"]],
-            align_right={0, 1, 2, 3}, note="Data scaling (reports/data_scaling.json)",
+            ["rows", "total s", "CPU s", "ms/row", "peak RSS MB (stage)", "largest worker MB", "rows kept"],
+            [[num(r.get("rows"), ","), num(r.get("total_seconds"), ",.1f"), num(r.get("cpu_seconds"), ",.1f"),
+              num(r.get("ms_per_row"), ".2f"), f"{num(r.get('peak_rss_mb'), ',.0f')} ({r.get('peak_stage', '–')})",
+              num(r.get("worker_peak_rss_mb"), ",.0f"), num(r.get("rows_kept"), ",")] for r in scaling["runs"]],
+            align_right={0, 1, 2, 3, 4, 5, 6},
+            note=f"Data scaling, each stage in a fresh process (reports/data_scaling.json; "
+                 f"{scaling.get('cpu_model', 'CPU not recorded')}, {scaling.get('cpu_count', '?')} cores)",
         ))  # fmt: skip
+        prev = scaling.get("previous") or {}
+        if prev.get("runs"):
+            before = "; ".join(f"{num(r.get('rows'), ',')} rows: {num(r.get('total_seconds'), ',.0f')} s, "
+                               f"{num(r.get('peak_rss_mb'), ',.0f')} MB" for r in prev["runs"])  # fmt: skip
+            blocks.append(Para(f"Before (git {str(prev.get('git_sha'))[:7]}): {before}."))
     return blocks + stage_plots(reports, "quality")
 
 
