@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 # Pipeline ------------------------------------------------------------------------------
 # DOCKER=1 (implied by PROFILE=gpu): every stage in the training image; the host needs only make and Docker.
-.PHONY: all profile repro dag push pull data-bench docker-all
+.PHONY: all profile repro dag push pull data-bench train-startup docker-all
 ifneq ($(DOCKER)$(filter gpu,$(PROFILE)),)
 all: docker-all
 else
@@ -110,6 +110,10 @@ pull: setup  ## pull data and models from the default DVC remote
 
 data-bench: setup  ## time ingest, clean, split, quality at 27K, 270K and 1M rows (~1 h on 2 cores) -> reports/data_scaling.json
 	$(BIN)/supportlm data-bench --rows 27000 --rows 270000 --rows 1000000
+	$(BIN)/dvc repro --force --single-item report
+
+train-startup: setup  ## training start-up before/after and 1 vs 2 processes, one run (~10 min) -> reports/train_startup.json
+	$(BIN)/python scripts/train_startup.py
 	$(BIN)/dvc repro --force --single-item report
 
 llama-tools: setup  ## build llama.cpp once: llama-server/quantize/bench + libllama for the binding (cached per CPU in ~/.cache/supportlm)

@@ -152,7 +152,7 @@ def run_scaling(sizes: list[int], params_path: Path, output: Path) -> dict[str, 
     old = json.loads(output.read_text()) if output.exists() else {}
     previous = old.get("previous")
     if old.get("runs") and old.get("git_sha") != git_sha():
-        previous = {"git_sha": old.get("git_sha"),
+        previous = {"git_sha": old.get("git_sha"), "cpu_model": old.get("cpu_model"),
                     "runs": [{k: r.get(k) for k in ("rows", "total_seconds", "peak_rss_mb")} for r in old["runs"]]}  # fmt: skip
     result: dict[str, Any] = {
         "runs": [],

@@ -180,7 +180,9 @@ def section_data(reports: Path, max_rows: int) -> list[Block] | None:
         if prev.get("runs"):
             before = "; ".join(f"{num(r.get('rows'), ',')} rows: {num(r.get('total_seconds'), ',.0f')} s, "
                                f"{num(r.get('peak_rss_mb'), ',.0f')} MB" for r in prev["runs"])  # fmt: skip
-            blocks.append(Para(f"Before (git {str(prev.get('git_sha'))[:7]}): {before}."))
+            cpu = prev.get("cpu_model") or "CPU not recorded"
+            blocks.append(Para(f"Before (git {str(prev.get('git_sha'))[:7]}, {cpu}; another run, so compare the "
+                               f"memory, not the seconds): {before}."))  # fmt: skip
     return blocks + stage_plots(reports, "quality")
 
 
@@ -204,7 +206,26 @@ def section_train(t: dict[str, Any], reports: Path, max_rows: int) -> list[Block
         blocks.append(Table(["step", "val loss"], rows, align_right={0, 1},
                             note=f"Validation curve ({len(curve)} evaluations"
                                  + (f", first {max_rows} shown)" if len(curve) > max_rows else ")")))  # fmt: skip
-    return blocks + stage_plots(reports, "train")
+    return blocks + startup_blocks(load_json(reports / "train_startup.json")) + stage_plots(reports, "train")
+
+
+def startup_blocks(s: dict[str, Any] | None) -> list[Block]:
+    """scripts/train_startup.py's figures (made outside the graph): start-up before/after, 1 vs 2 processes."""
+    if not s or "_error" in s or not s.get("launch_to_first_step"):
+        return []
+    rows = [[case.replace("_", " "), num(v.get("before_s"), ",.1f"), num(v.get("after_s"), ",.1f"), f"{num(v.get('speedup'))}x"]
+            for case, v in s["launch_to_first_step"].items()]  # fmt: skip
+    cpu = (s.get("cpu") or {}).get("model", "CPU not recorded")
+    blocks: list[Block] = [Table(["launch to first optimizer step", "before s", "after s", "speed-up"], rows,
+                                 align_right={1, 2, 3}, note=f"Training start-up (reports/train_startup.json; {cpu})")]  # fmt: skip
+    procs = s.get("processes") or {}
+    if procs.get("ratio_2_over_1") is not None:
+        blocks.append(Para(
+            f"Two processes (gloo, tiny model, same global batch) against one: {num(procs['ratio_2_over_1'])}x the "
+            f"useful tokens/s, largest loss difference over the first steps {num(procs.get('max_loss_difference'), '.2g')}; "
+            "a check that `train.num_processes` works, not a speed claim on 2 shared cores."
+        ))  # fmt: skip
+    return blocks
 
 
 @json_section("sweep", "Hyperparameter sweep", "sweep.json", "make sweep")
