@@ -160,11 +160,11 @@ def main() -> None:
         }
 
         r32 = params | {"lora": params["lora"] | {"r": 32}}
-        cached = ROOT / "models" / "checkpoints" / "base_val_loss"
+        base_loss_cache = ROOT / "models" / "checkpoints" / "base_val_loss"
 
-        def cpu_default(root: Path, tokens: bool, cached_loss: bool) -> Path:
+        def cpu_default(root: Path, tokens: bool, cached: bool) -> Path:
             return project(
-                root, ROOT / "models" / "base", formatted, r32, tokens, cached if cached_loss else None
+                root, ROOT / "models" / "base", formatted, r32, tokens, base_loss_cache if cached else None
             )
 
         # the tiny model's 27K-row project: its base loss is computed once, so "after" finds it cached
@@ -177,18 +177,14 @@ def main() -> None:
         launch(warm)
         tiny_cache = warm / "models" / "checkpoints" / "base_val_loss"
 
-        def tiny_27k(root: Path, tokens: bool, cached_loss: bool) -> Path:
+        def tiny_27k(root: Path, tokens: bool, cached: bool) -> Path:
             return project(
-                root, tiny / "model", tiny_data, tiny_params, tokens, tiny_cache if cached_loss else None
+                root, tiny / "model", tiny_data, tiny_params, tokens, tiny_cache if cached else None
             )
 
         report["launch_to_first_step"] = {
-            "cpu_default_lora_r32": first_step(
-                "CPU default, lora.r=32", lambda r, tokens, cached: cpu_default(r, tokens, cached)
-            ),
-            f"tiny_model_{BIG}_rows": first_step(
-                f"tiny model, {BIG} rows", lambda r, tokens, cached: tiny_27k(r, tokens, cached)
-            ),
+            "cpu_default_lora_r32": first_step("CPU default, lora.r=32", cpu_default),
+            f"tiny_model_{BIG}_rows": first_step(f"tiny model, {BIG} rows", tiny_27k),
         }
 
         # one process vs two on the same global batch: useful tokens/s over steps 3..8 (after warm-up)

@@ -97,21 +97,34 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return np.count_nonzero(a == b) / len(a)
 
 
+def _exact_digest(text: str) -> bytes:
+    return hashlib.blake2b(normalize_for_match(text).encode(), digest_size=16).digest()
+
+
 def exact_key(text: str) -> str:
-    return hashlib.blake2b(normalize_for_match(text).encode(), digest_size=16).hexdigest()
+    return _exact_digest(text).hex()
 
 
-def find_exact_duplicates(texts: Sequence[str]) -> dict[int, int]:
+class ExactIndex:
+    """Exact duplicates of rows that arrive one at a time (a stream): earlier rows win.
+
+    Keeps a 16-byte digest per distinct text, never the texts."""
+
+    def __init__(self) -> None:
+        self._first: dict[bytes, int] = {}
+        self._rows = 0
+
+    def add(self, text: str) -> int | None:
+        """Index the next row; return the index of the earlier row with the same normalized text, if any."""
+        i, self._rows = self._rows, self._rows + 1
+        first = self._first.setdefault(_exact_digest(text), i)
+        return None if first == i else first
+
+
+def find_exact_duplicates(texts: Iterable[str]) -> dict[int, int]:
     """index -> index of the first row with the same normalized text."""
-    first: dict[str, int] = {}
-    dupes: dict[int, int] = {}
-    for i, t in enumerate(texts):
-        k = exact_key(t)
-        if k in first:
-            dupes[i] = first[k]
-        else:
-            first[k] = i
-    return dupes
+    index = ExactIndex()
+    return {i: first for i, t in enumerate(texts) if (first := index.add(t)) is not None}
 
 
 def find_near_duplicates(
