@@ -108,7 +108,7 @@ push: setup  ## push data and models to the default DVC remote
 pull: setup  ## pull data and models from the default DVC remote
 	$(BIN)/dvc pull
 
-data-bench: setup  ## time ingest, clean, split, quality at 27K, 270K and 1M rows (~1 h on 2 cores) -> reports/data_scaling.json
+data-bench: setup  ## time ingest, clean, split, quality, format at 27K, 270K and 1M rows (~1 h on 2 cores) -> reports/data_scaling.json
 	$(BIN)/supportlm data-bench --rows 27000 --rows 270000 --rows 1000000
 	$(BIN)/dvc repro --force --single-item report
 

@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from supportlm.data.format import tokens_path
+from supportlm.data.tokens import tokens_path
 from supportlm.runtime import cpu_info
 from supportlm.tokenizer import load_tokenizer
 from supportlm.train.inputs import split_examples

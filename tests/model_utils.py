@@ -145,7 +145,7 @@ def tiny_project(root: Path) -> Path:
 def write_formatted(root: Path, tokenizer: Any, n_train: int = 48, n_val: int = 12, tokens: bool = True) -> Path:
     """Write data/formatted/{train,val}.jsonl (and, as the format stage does, their .tokens.arrow) under a
     project root; returns the formatted dir."""
-    from supportlm.data.format import tokens_path, write_tokens
+    from supportlm.data.tokens import tokens_path, write_tokens
 
     out = Path(root) / "data" / "formatted"
     out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ and TGI all see the same template:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,48 @@ def template_ids(
     return list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
 
 
+def _span_renders(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """What `assistant_spans` tokenizes: the conversation, and per assistant turn the prompt before it
+    (ending in the assistant header) and the conversation through it."""
+    turns = [
+        (
+            tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True),
+            tokenizer.apply_chat_template(messages[: i + 1], tokenize=False),
+        )
+        for i, m in enumerate(messages)
+        if m["role"] == "assistant"
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False), turns
+
+
+def assistant_spans_batch(
+    tokenizer: Any, conversations: Sequence[list[dict[str, str]]]
+) -> list[tuple[list[int], list[tuple[int, int]], bool]]:
+    """`assistant_spans` of many conversations, with one batched tokenizer call for all of them.
+
+    Why: the format stage spans every row of every split, and the per-call overhead of transformers'
+    tokenizer (`apply_chat_template(tokenize=True)` renders and then tokenizes one text) was most of its
+    time. Here the chat template renders each text as before, every distinct text is tokenized once (a
+    conversation's last assistant turn ends in the conversation itself) and the fast tokenizer encodes
+    the batch in parallel. The ids are `apply_chat_template`'s own: it too tokenizes the rendered text
+    with `add_special_tokens=False`."""
+    renders = [_span_renders(tokenizer, messages) for messages in conversations]
+    distinct = list(dict.fromkeys(t for text, turns in renders for t in (text, *(x for turn in turns for x in turn))))
+    encoded = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+    ids_of = {text: list(ids) for text, ids in zip(distinct, encoded, strict=True)}
+    out = []
+    for text, turns in renders:
+        full = ids_of[text]
+        spans: list[tuple[int, int]] = []
+        exact = True
+        for before_text, after_text in turns:
+            before, after = ids_of[before_text], ids_of[after_text]
+            spans.append((len(before), len(after)))
+            exact = exact and after == full[: len(after)] and before == after[: len(before)]
+        out.append((full, spans, exact))
+    return out
+
+
 def assistant_spans(
     tokenizer: Any, messages: list[dict[str, str]]
 ) -> tuple[list[int], list[tuple[int, int]], bool]:
@@ -139,14 +182,4 @@ def assistant_spans(
     A turn's span runs from the prompt before it (ending in the assistant header) to the conversation
     through it. A tokenizer that merges tokens across the turn boundary makes those prefixes differ
     from the full conversation's ids: the spans are then off by a token or two (`exact` is False)."""
-    full = template_ids(tokenizer, messages)
-    spans: list[tuple[int, int]] = []
-    exact = True
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before = template_ids(tokenizer, messages[:i], add_generation_prompt=True)
-        after = template_ids(tokenizer, messages[: i + 1])
-        spans.append((len(before), len(after)))
-        exact = exact and after == full[: len(after)] and before == after[: len(before)]
-    return full, spans, exact
+    return assistant_spans_batch(tokenizer, [messages])[0]

@@ -135,11 +135,14 @@ def data_bench(
     ] = None,
     output: Annotated[Path, typer.Option(help="where the figures go")] = Path("reports/data_scaling.json"),
     params: ParamsOpt = Path("params.yaml"),
+    keep_other_sizes: Annotated[
+        bool, typer.Option(help="keep the file's runs of sizes not timed now (same CPU model; each names its commit)")
+    ] = False,
 ) -> None:
-    """Time ingest, clean, split and quality on N synthetic rows (each stage in a fresh process): time, CPU, peak memory."""
+    """Time ingest, clean, split, quality and format on N synthetic rows (each stage in a fresh process): time, CPU, peak memory."""
     from supportlm.data.scaling import run_scaling
 
-    result = guarded(lambda: run_scaling(rows or [27_000, 270_000, 1_000_000], params, output))
+    result = guarded(lambda: run_scaling(rows or [27_000, 270_000, 1_000_000], params, output, keep_other_sizes))
     out.print_json(json.dumps(result))
 
 

@@ -188,7 +188,7 @@ def test_format_stage_tokens_equal_start_up_tokenization(tok, tmp_path):
     examples that tokenizing the rows at start-up gives, for any subset and max_length."""
     from model_utils import write_formatted
 
-    from supportlm.data.format import tokens_path
+    from supportlm.data.tokens import tokens_path
     from supportlm.errors import DataError
     from supportlm.train.inputs import split_examples
 

@@ -6,12 +6,13 @@ into `Record`s, so clean/split/quality/train never care where a row came from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from supportlm.errors import DataError
 from supportlm.io import read_jsonl
 
 Role = Literal["system", "user", "assistant"]
@@ -79,6 +80,27 @@ class Record(BaseModel):
         return "\n".join(m.content for m in self.messages if m.role in wanted)
 
 
-def read_records(path: Path, produced_by: str | None = None) -> list[Record]:
-    """The rows of a JSONL file as validated Records (a bad row names its field)."""
-    return [Record.model_validate(row) for row in read_jsonl(path, produced_by)]
+def _line_number(path: Path, k: int) -> int:
+    """The file line of the k-th (1-based) non-blank line: how read_jsonl numbers the rows it yields."""
+    seen = 0
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if line.strip():
+                seen += 1
+                if seen == k:
+                    return n
+    return 0
+
+
+def iter_records(path: Path, produced_by: str | None = None) -> Iterator[Record]:
+    """The rows of a JSONL file as Records, one at a time (the streaming stages' reader); a bad row is a
+    DataError naming file:line and the field."""
+    for k, row in enumerate(read_jsonl(path, produced_by), start=1):
+        try:
+            yield Record.model_validate(row)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"]) or "(row)"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            rerun = f"; rerun `dvc repro {produced_by}`" if produced_by else ""
+            raise DataError(f"{path}:{_line_number(path, k)}: `{loc}`: {err['msg']}{more}{rerun}") from None

@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 import numpy as np
-from pydantic import ValidationError
 
 from supportlm.config import DedupParams, Params, SplitParams
 from supportlm.data import dedup
-from supportlm.data.schema import Record
+from supportlm.data.schema import Record, iter_records
 from supportlm.data.stream import batches
 from supportlm.errors import DataError
-from supportlm.io import read_jsonl, write_json, write_jsonl
+from supportlm.io import write_json, write_jsonl
 from supportlm.lineage import params_hash, peak_rss_mb
 from supportlm.paths import Paths
 
@@ -181,31 +180,6 @@ def _row_capacity(path: Path) -> int:
     return breaks + 1
 
 
-def _line_number(path: Path, k: int) -> int:
-    """The file line of the k-th (1-based) non-blank line: how read_jsonl numbers the rows it yields."""
-    seen = 0
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                seen += 1
-                if seen == k:
-                    return n
-    return 0
-
-
-def _validated(path: Path, produced_by: str | None) -> Iterator[Record]:
-    """The rows of a JSONL file as Records, one at a time; a bad row is a DataError naming file:line and field."""
-    for k, row in enumerate(read_jsonl(path, produced_by), start=1):
-        try:
-            yield Record.model_validate(row)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "(row)"
-            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-            rerun = f"; rerun `dvc repro {produced_by}`" if produced_by else ""
-            raise DataError(f"{path}:{_line_number(path, k)}: `{loc}`: {err['msg']}{more}{rerun}") from None
-
-
 def read_columns(
     path: Path,
     dedup_p: DedupParams,
@@ -217,7 +191,7 @@ def read_columns(
 
     The stored JSON is the Record's own `model_dump(mode="json")`, which is what write_jsonl writes."""
     builder = _ColumnsBuilder(_row_capacity(path), dedup_p)
-    for batch in batches(_validated(path, produced_by), batch_rows):
+    for batch in batches(iter_records(path, produced_by), batch_rows):
         builder.add(batch)
         store.append(
             (json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n").encode() for r in batch

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.config import TrainParams
-from supportlm.data.format import tokens_path
+from supportlm.data.tokens import TokenTable, tokens_path
 from supportlm.errors import DataError
 from supportlm.io import read_rows
 from supportlm.lineage import file_md5
@@ -53,6 +53,12 @@ def seeded_subset(rows: list[dict[str, Any]], n: int | None, seed: int) -> list[
     return [rows[i] for i in subset_indices(len(rows), n, seed)]
 
 
+def _count_lines(path: Path) -> int:
+    """Newlines in a file, read in 1 MiB blocks (a formatted split can be larger than memory)."""
+    with path.open("rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+
+
 def split_examples(
     path: Path, tokenizer: Any, n: int | None, seed: int, max_length: int
 ) -> tuple[list[Example], dict[str, Any]]:
@@ -62,18 +68,12 @@ def split_examples(
         rows = seeded_subset(read_formatted(path), n, seed)
         examples, stats = tokenize_rows(rows, tokenizer, max_length)
         return examples, stats | {"source": "tokenized at start-up"}
-    import pyarrow as pa
-
-    table = pa.ipc.open_file(pa.memory_map(str(arrow))).read_all()  # zero-copy: pages are read on use
-    lines = path.read_bytes().count(b"\n")
+    table = TokenTable(arrow)  # memory-mapped: only the rows trained on are read
+    lines = _count_lines(path)
     if table.num_rows != lines:
         raise DataError(f"{arrow}: {table.num_rows} rows but {path} has {lines}; rerun `dvc repro format`")
-    ids, labels = (table.column(c).combine_chunks() for c in ("input_ids", "labels"))
-    io, iv, lo, lv = ids.offsets.to_numpy(), ids.values.to_numpy(), labels.offsets.to_numpy(), labels.values.to_numpy()
     keep = subset_indices(table.num_rows, n, seed)
-    examples, stats = keep_supervised(
-        (truncate(iv[io[i] : io[i + 1]].tolist(), lv[lo[i] : lo[i + 1]].tolist(), max_length) for i in keep), len(keep)
-    )
+    examples, stats = keep_supervised((truncate(*table.example(i), max_length) for i in keep), len(keep))
     return examples, stats | {"source": arrow.name}
 
 
