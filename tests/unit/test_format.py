@@ -28,8 +28,7 @@ def tok():
 def _records(n: int, seed: int = 0) -> list[Record]:
     rng = random.Random(seed)
     return [
-        Record(id=f"r{i:03d}", source="tiny", kind="qa", intent="track_order", category="ORDER",
-               messages=tiny_messages(i, rng))  # fmt: skip
+        Record(id=f"r{i:03d}", source="tiny", kind="qa", intent="track_order", category="ORDER", messages=tiny_messages(i, rng))
         for i in range(n)
     ]
 

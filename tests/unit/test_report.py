@@ -166,6 +166,23 @@ def test_containers_section_copies_the_measured_numbers(tmp_path: Path) -> None:
     assert "Test CPU, 2 cores, avx2" in md
 
 
+def test_data_scaling_tables_say_which_stages_each_run_timed(tmp_path: Path) -> None:
+    """A run kept from an earlier commit (no format stage) shows its own commit and "not timed"."""
+    make_reports(tmp_path)
+    st = lambda s, mb: {"seconds": s, "peak_rss_mb": mb}
+    (tmp_path / "reports/data_scaling.json").write_text(json.dumps({
+        "cpu_model": "Test CPU", "cpu_count": 2, "git_sha": "aaaaaaa1111",
+        "runs": [{"rows": 27000, "total_seconds": 80.0, "git_sha": "aaaaaaa1111",
+                  "stages": {"ingest": st(2.0, 80), "clean": st(40.0, 440), "format": st(20.0, 560)}},
+                 {"rows": 1000000, "total_seconds": 2298.1, "git_sha": "bbbbbbb2222",
+                  "stages": {"ingest": st(74.5, 1762), "clean": st(1478.8, 3178)}}]}))  # fmt: skip
+    render(tmp_path)
+    md = _section((tmp_path / "reports/index.md").read_text(), "Data quality")
+    assert "| 27,000 | 2.0 s, 80 MB | 40.0 s, 440 MB | 20.0 s, 560 MB |" in md
+    assert "| 1,000,000 | 74.5 s, 1,762 MB | 1,478.8 s, 3,178 MB | not timed |" in md
+    assert "| aaaaaaa |" in md and "| bbbbbbb |" in md
+
+
 def test_fairness_section_copies_phases_and_targets(tmp_path: Path) -> None:
     make_reports(tmp_path)
     phase = {"requests": 60, "ok": 60, "statuses": {"200": 60}, "p50_ms": 500.0, "p95_ms": 800.0, "tokens_per_s": 30.0}

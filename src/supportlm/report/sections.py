@@ -168,14 +168,26 @@ def section_data(reports: Path, max_rows: int) -> list[Block] | None:
     scaling = load_json(reports / "data_scaling.json")
     if scaling and scaling.get("runs"):
         blocks.append(Table(
-            ["rows", "total s", "CPU s", "ms/row", "peak RSS MB (stage)", "largest worker MB", "rows kept"],
+            ["rows", "total s", "CPU s", "ms/row", "peak RSS MB (stage)", "largest worker MB", "rows kept", "git"],
             [[num(r.get("rows"), ","), num(r.get("total_seconds"), ",.1f"), num(r.get("cpu_seconds"), ",.1f"),
               num(r.get("ms_per_row"), ".2f"), f"{num(r.get('peak_rss_mb'), ',.0f')} ({r.get('peak_stage', '–')})",
-              num(r.get("worker_peak_rss_mb"), ",.0f"), num(r.get("rows_kept"), ",")] for r in scaling["runs"]],
+              num(r.get("worker_peak_rss_mb"), ",.0f"), num(r.get("rows_kept"), ","),
+              str(r.get("git_sha") or scaling.get("git_sha") or "–")[:7]] for r in scaling["runs"]],
             align_right={0, 1, 2, 3, 4, 5, 6},
             note=f"Data scaling, each stage in a fresh process (reports/data_scaling.json; "
                  f"{scaling.get('cpu_model', 'CPU not recorded')}, {scaling.get('cpu_count', '?')} cores)",
         ))  # fmt: skip
+        stage_names = list(dict.fromkeys(k for r in scaling["runs"] for k in r.get("stages", {})))
+        if stage_names:
+            blocks.append(Table(
+                ["rows", *stage_names],
+                [[num(r.get("rows"), ","), *(f"{num(r['stages'][k].get('seconds'), ',.1f')} s, "
+                                             f"{num(r['stages'][k].get('peak_rss_mb'), ',.0f')} MB"
+                                             if k in r.get("stages", {}) else "not timed" for k in stage_names)]
+                 for r in scaling["runs"]],
+                align_right=set(range(len(stage_names) + 1)),
+                note="Each stage's wall time and peak RSS (its own process)",
+            ))  # fmt: skip
         prev = scaling.get("previous") or {}
         if prev.get("runs"):
             before = "; ".join(f"{num(r.get('rows'), ',')} rows: {num(r.get('total_seconds'), ',.0f')} s, "
