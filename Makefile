@@ -1,6 +1,8 @@
 # supportlm: `make all` (setup + whole pipeline) and `make test` do everything on a fresh clone.
 # PROFILE=cpu|gpu|smoke merges profiles/<name>.yaml into params.yaml before running (unset: params.yaml as is).
 # GPUS=N (with a PROFILE) trains in N processes under accelerate launch: one per GPU (gloo processes on a CPU host).
+# FSDP=1 (with GPUS) shards the model across those processes instead of copying it to each (train.strategy=fsdp;
+# bf16 LoRA: the gpu profile's 4-bit QLoRA cannot be sharded here, so it also sets train.method=lora).
 
 SHELL        := /bin/bash
 PYTHON       ?= python3
@@ -11,7 +13,8 @@ CONSTRAINTS  := requirements/constraints-cpu.txt
 EXTRAS       := labels,train,eval,serve,bench,dev
 PROFILE      ?=
 GPUS         ?=
-SETS         := $(if $(GPUS),--set train.num_processes=$(GPUS))
+FSDP         ?=
+SETS         := $(if $(GPUS),--set train.num_processes=$(GPUS)) $(if $(FSDP),--set train.strategy=fsdp --set train.method=lora)
 export PATH  := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
@@ -47,7 +50,7 @@ all: setup llama-tools profile repro  ## setup + the whole DVC pipeline (PROFILE
 endif
 
 docker-all: docker-build-train  ## every stage in the training image, in graph order (DRY_RUN=1 prints the plan)
-	PROFILE=$(PROFILE) GPUS=$(GPUS) DRY_RUN=$(DRY_RUN) bash scripts/docker_all.sh $(TRAIN_IMAGE)
+	PROFILE=$(PROFILE) GPUS=$(GPUS) FSDP=$(FSDP) DRY_RUN=$(DRY_RUN) bash scripts/docker_all.sh $(TRAIN_IMAGE)
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 TRAIN_IMAGE := supportlm-train:$(VERSION)
@@ -93,6 +96,8 @@ ifneq ($(PROFILE),)
 	$(BIN)/supportlm params apply-profile $(PROFILE) $(SETS)
 else ifneq ($(GPUS),)
 	$(error GPUS=$(GPUS) needs a PROFILE to apply it with, e.g. make all PROFILE=gpu GPUS=$(GPUS))
+else ifneq ($(FSDP),)
+	$(error FSDP=$(FSDP) needs a PROFILE and GPUS, e.g. make all PROFILE=gpu GPUS=4 FSDP=1)
 endif
 
 repro: setup  ## dvc repro (reruns only what changed)

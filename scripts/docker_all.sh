@@ -43,7 +43,8 @@ meaning() {
 
 plan=$(docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/workspace" -w /workspace "$IMAGE" \
          python -m supportlm docker-plan --root "$PWD" --uid "$(id -u)" --gid "$(id -g)" --hf-home "$HF_HOST" \
-         ${PROFILE:+--profile "$PROFILE"} ${GPUS:+--set "train.num_processes=$GPUS"} --image "$IMAGE" $gpu) \
+         ${PROFILE:+--profile "$PROFILE"} ${GPUS:+--set "train.num_processes=$GPUS"} \
+         ${FSDP:+--set train.strategy=fsdp --set train.method=lora} --image "$IMAGE" $gpu) \
   || fail "could not compute the plan in $IMAGE (its error is above); nothing was run"
 
 if [ -n "${DRY_RUN:-}" ]; then cut -f2- <<< "$plan"; exit 0; fi

@@ -287,6 +287,10 @@ class TrainParams(Strict):
     # processes training together (one per GPU; gloo processes on a CPU-only host). Each step's
     # gradient_accumulation_steps micro-batches are dealt out to them, so the run does not depend on the count
     num_processes: Annotated[int, Field(ge=1)] = 1
+    # how several processes hold the model: ddp keeps a whole copy in each and averages the adapters'
+    # gradients; fsdp (torch FSDP2, each decoder layer sharded) splits every weight across them, so a base
+    # too large for one GPU fits. Same trajectory either way (tested on 2 gloo processes)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
 
     @model_validator(mode="after")
     def _every_process_gets_a_micro_batch(self) -> TrainParams:
@@ -296,6 +300,18 @@ class TrainParams(Strict):
                 f"({self.gradient_accumulation_steps}): a step's micro-batches are shared out to the processes, "
                 "so each needs at least one; raise gradient_accumulation_steps (the global batch is "
                 "batch_size x gradient_accumulation_steps rows whatever the process count)"
+            )
+        if self.strategy == "fsdp" and self.gradient_accumulation_steps % self.num_processes:
+            raise ValueError(
+                f"train.strategy=fsdp needs train.gradient_accumulation_steps ({self.gradient_accumulation_steps}) "
+                f"to be a multiple of train.num_processes ({self.num_processes}): FSDP gathers each layer's "
+                "weights from every process for every forward pass, so all processes must run the same number"
+            )
+        if self.strategy == "fsdp" and self.method == "qlora":
+            raise ValueError(
+                "train.strategy=fsdp with train.method=qlora is not supported: sharding bitsandbytes 4-bit weights "
+                "needs bnb_4bit_quant_storage set to the compute dtype and CUDA, and was not tested here; use "
+                "strategy: ddp (the 4-bit base is replicated, ~5 GB per GPU for 7B) or method: lora"
             )
         return self
 

@@ -59,10 +59,10 @@ def train_params(**overrides) -> TrainParams:
     return TrainParams(**(base | overrides))
 
 
-def params(n: int):
+def params(n: int, strategy: str = "ddp"):
     return parse_params({
         "ingest": {"sources": [{"name": "s", "type": "synthetic"}]},
-        "train": train_params(num_processes=n).model_dump(mode="json"),
+        "train": train_params(num_processes=n, strategy=strategy).model_dump(mode="json"),
         "lora": LORA.model_dump(mode="json"),
     })  # fmt: skip
 
@@ -101,6 +101,13 @@ def one_and_two(project, tmp_path_factory):
     return (one_root, one), (two_root, two)
 
 
+@pytest.fixture(scope="module")
+def fsdp_two(project, tmp_path_factory):
+    """The stage run in 2 processes that shard the model (train.strategy=fsdp)."""
+    root = copy_project(project, tmp_path_factory.mktemp("fsdp"))
+    return root, run_train(params(2, "fsdp"), Paths(root), progress=False)
+
+
 def test_two_processes_train_like_one(one_and_two):
     (_, one), (_, two) = one_and_two
     assert two["num_processes"] == 2 and one["num_processes"] == 1
@@ -115,6 +122,28 @@ def test_two_processes_train_like_one(one_and_two):
     r1, r2 = (next(r for r in log_records(*x) if r["type"] == "train") for x in one_and_two)
     assert r2["useful_tokens"] == r1["useful_tokens"] and r2["pad_tokens"] == r1["pad_tokens"]
     assert one["run_key"] != two["run_key"]  # the world size is part of the run key
+
+
+def test_fsdp_trains_like_one_process(one_and_two, fsdp_two):
+    """Sharded across 2 processes: the one-process losses and adapter. The 12 val rows make 3 val
+    batches, so one process runs a spare pass (FSDP's gathers are collective) whose loss is dropped."""
+    (one_root, one), _ = one_and_two
+    root, fsdp = fsdp_two
+    assert (fsdp["num_processes"], fsdp["strategy"], fsdp["steps"]) == (2, "fsdp", STEPS)
+    torch.testing.assert_close([r["loss"] for r in fsdp["train_curve"]], [r["loss"] for r in one["train_curve"]],
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(fsdp["base_val_loss"], one["base_val_loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fsdp["best_val_loss"], one["best_val_loss"], rtol=1e-4, atol=1e-5)
+    a = load_file(str(root / "models/adapter/adapter_model.safetensors"))
+    b = load_file(str(one_root / "models/adapter/adapter_model.safetensors"))
+    assert a.keys() == b.keys()  # whole tensors under peft's names: the file one process writes
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert fsdp["run_key"] not in {one["run_key"], one_and_two[1][1]["run_key"]}
+    ck = checkpoint_dir(run_dir(root, fsdp), STEPS)
+    optimizer = torch.load(ck / "optimizer.pt", weights_only=False)
+    assert all(".lora_" in name for name in optimizer["state"])  # gathered, keyed by parameter name
+    assert not [p for p in run_dir(root, fsdp).iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_only_rank_zero_writes(one_and_two):
@@ -153,15 +182,16 @@ KILL_AFTER_CHECKPOINT = textwrap.dedent(
 )
 
 
-def test_sigkill_of_every_process_resumes_to_the_same_adapter(project, one_and_two, tmp_path):
-    _, (two_root, two) = one_and_two
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_sigkill_of_every_process_resumes_to_the_same_adapter(project, one_and_two, fsdp_two, tmp_path, strategy):
+    two_root, two = one_and_two[1] if strategy == "ddp" else fsdp_two
     root = copy_project(project, tmp_path / "p")
     script = tmp_path / "kill.py"
     script.write_text(KILL_AFTER_CHECKPOINT)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           str(script), json.dumps(params(2).model_dump(mode="json")), str(root)]  # fmt: skip
+           str(script), json.dumps(params(2, strategy).model_dump(mode="json")), str(root)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, timeout=180, check=False)
     tail = proc.stderr.decode(errors="replace")[-6000:]
     assert proc.returncode != 0, tail
@@ -170,7 +200,7 @@ def test_sigkill_of_every_process_resumes_to_the_same_adapter(project, one_and_t
     rd = run_dir(root, two)
     assert (checkpoint_dir(rd, 2) / "COMPLETE").exists() and not checkpoint_dir(rd, 4).exists()
 
-    resumed = run_train(params(2), Paths(root), progress=False)
+    resumed = run_train(params(2, strategy), Paths(root), progress=False)
     assert resumed["resumed_from"] == 2 and resumed["steps"] == STEPS
     assert [r["loss"] for r in resumed["train_curve"]] == [r["loss"] for r in two["train_curve"]]
     a = load_file(str(root / "models/adapter/adapter_model.safetensors"))
@@ -186,3 +216,11 @@ def test_more_processes_than_micro_batches_is_refused():
     with pytest.raises(ConfigError, match="train.num_processes"):
         parse_params({"ingest": {"sources": [{"name": "s", "type": "synthetic"}]},
                       "train": {"num_processes": 3, "gradient_accumulation_steps": 2}})  # fmt: skip
+
+
+def test_fsdp_settings_that_cannot_work_are_refused():
+    with pytest.raises(ValueError, match=r"multiple of train.num_processes \(2\)"):
+        train_params(num_processes=2, strategy="fsdp", gradient_accumulation_steps=3)
+    with pytest.raises(ValueError, match="strategy=fsdp with train.method=qlora is not supported"):
+        train_params(num_processes=2, strategy="fsdp", method="qlora")
+    assert train_params(num_processes=2, strategy="fsdp", gradient_accumulation_steps=4).strategy == "fsdp"

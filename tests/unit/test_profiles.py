@@ -94,3 +94,8 @@ def test_gpus_set_on_top_of_a_profile_and_cpu_resets_it(project):
         apply_profile("cpu", project / "params.yaml", ["num_processes"])
     apply_profile("cpu", project / "params.yaml")
     assert (project / "params.yaml").read_text() == original
+    # FSDP=1 (the Makefile sets LoRA with it: QLoRA is not sharded); the cpu profile puts ddp back
+    apply_profile("gpu", project / "params.yaml", ["train.num_processes=4", "train.strategy=fsdp", "train.method=lora"])
+    assert load_params(project / "params.yaml").train.strategy == "fsdp"
+    apply_profile("cpu", project / "params.yaml")
+    assert (project / "params.yaml").read_text() == original

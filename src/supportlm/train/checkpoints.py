@@ -26,6 +26,7 @@ import torch
 
 from supportlm import chat_template
 from supportlm.config import LoraParams, TrainParams
+from supportlm.errors import DataError
 
 log = logging.getLogger("supportlm.train")
 
@@ -33,7 +34,7 @@ TRAINER_VERSION = 1  # bump when a code change makes old checkpoints unsafe to r
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
 # Params that do not change the training trajectory: changing them must not start a new run.
-_NOT_IN_RUN_KEY = {"tracking", "baseline_steps", "save_total_limit", "save_steps", "num_processes"}
+_NOT_IN_RUN_KEY = {"tracking", "baseline_steps", "save_total_limit", "save_steps", "num_processes", "strategy"}
 
 
 @dataclass
@@ -86,6 +87,8 @@ def run_key(
     }
     if train.num_processes > 1:  # only then: one-process runs keep the keys they had before it existed
         key["world_size"] = train.num_processes
+        if train.strategy != "ddp":  # its optimizer file is keyed by parameter name, not position
+            key["strategy"] = train.strategy
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -146,18 +149,21 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler | None,
     elapsed: Callable[[], float],
     rng_states: list[dict[str, Any]] | None = None,
+    adapter_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Atomic: write a tmp dir, fsync, COMPLETE marker, rename. `elapsed()` is stored as state.elapsed_s.
 
-    `rng_states`: every rank's RNG state, rank order (default: this process's)."""
+    `rng_states`: every rank's RNG state, rank order (default: this process's). `adapter_state` and
+    `optimizer_state`: whole tensors gathered from sharded processes (default: read from the objects)."""
     step = state.step
     final = checkpoint_dir(run_dir, step)
     tmp = run_dir / f".tmp-{CHECKPOINT_PREFIX}{step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        model.save_pretrained(str(tmp))  # adapter_model.safetensors + adapter_config.json
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        model.save_pretrained(str(tmp), state_dict=adapter_state)  # adapter_model.safetensors + adapter_config.json
+        torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         if scaler is not None:
             torch.save(scaler.state_dict(), tmp / "scaler.pt")
@@ -191,6 +197,25 @@ def rotate(run_dir: Path, keep_last: int, best_step: int) -> None:
             shutil.rmtree(c, ignore_errors=True)
 
 
+@dataclass
+class ShardedLoad:
+    """How whole tensors from a checkpoint reach a sharded (fsdp) process's parameters and optimizer."""
+
+    parameters: Callable[[dict[str, torch.Tensor]], None]
+    optimizer: Callable[[dict[str, Any]], None]
+
+
+def adapter_names(saved: dict[str, torch.Tensor], trainable: list[str], adapter: str = "default") -> dict[str, torch.Tensor]:
+    """An adapter file's tensors under the model's parameter names (peft saves them without `.<adapter>`)."""
+    out = {}
+    for name in trainable:
+        key = name.replace(f".{adapter}", "")
+        if key not in saved:
+            raise DataError(f"adapter file lacks {key} (the parameter {name}); delete the checkpoint and rerun")
+        out[name] = saved[key]
+    return out
+
+
 def load_checkpoint(
     ck: Path,
     model: Any,
@@ -199,13 +224,20 @@ def load_checkpoint(
     scaler: torch.amp.GradScaler | None,
     device: torch.device,
     rank: int = 0,
+    sharded: ShardedLoad | None = None,
 ) -> TrainState:
     """Restore adapter weights, optimizer, scheduler, scaler and this rank's RNGs from `ck`; its state."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(ck / "adapter_model.safetensors"), device=str(device)))
-    optimizer.load_state_dict(torch.load(ck / "optimizer.pt", map_location=device, weights_only=False))
+    weights = load_file(str(ck / "adapter_model.safetensors"), device=str(device))
+    optim_state = torch.load(ck / "optimizer.pt", map_location=device, weights_only=False)
+    if sharded is not None:
+        sharded.parameters(weights)
+        sharded.optimizer(optim_state)
+    else:
+        set_peft_model_state_dict(model, weights)
+        optimizer.load_state_dict(optim_state)
     scheduler.load_state_dict(torch.load(ck / "scheduler.pt", weights_only=False))
     if scaler is not None and (ck / "scaler.pt").exists():
         scaler.load_state_dict(torch.load(ck / "scaler.pt", weights_only=False))
@@ -227,13 +259,14 @@ def resume_latest(
     device: torch.device,
     total_steps: int,
     rank: int = 0,
+    sharded: ShardedLoad | None = None,
 ) -> TrainState | None:
     """Load the newest complete checkpoint of `run_dir` into the training objects; its state (None: none)."""
     ckpts = complete_checkpoints(run_dir)
     if not ckpts:
         return None
     ck = ckpts[-1]
-    state = load_checkpoint(ck, model, optimizer, scheduler, scaler, device, rank)
+    state = load_checkpoint(ck, model, optimizer, scheduler, scaler, device, rank, sharded)
     log.info(
         "resumed %s at step %d/%d (best val loss %s at step %d, %d bad evals)",
         ck,

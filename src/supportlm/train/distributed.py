@@ -8,6 +8,12 @@ and the val sums and token counts are all-reduced; only rank 0 writes checkpoint
 reports. The
 run is therefore the same run on 1, 2 or 8 processes, up to the order of floating-point sums.
 
+`train.strategy: fsdp` shards the model instead of replicating it (torch's FSDP2 `fully_shard`, each
+decoder layer a unit, the rest at the root): the same gradient mean, reduce-scattered. Every forward
+pass gathers a layer's weights from all processes, so every process runs the same number of them (the
+val batches are padded out with passes whose loss is dropped), and a checkpoint gathers the adapter
+weights and optimizer state into whole tensors first (the files are then those of one process).
+
 Launch: `train.num_processes: N` in params.yaml; the train stage then starts itself under
 `accelerate launch --multi_gpu --num_processes N` (torchrun underneath: NCCL on GPUs, gloo on a CPU-only
 host) and waits. Started by hand under `accelerate launch`, the recipe joins that process group.
@@ -49,9 +55,10 @@ class Dist:
     rank: int
     world: int
     device: torch.device
+    strategy: str = "ddp"
 
     @classmethod
-    def start(cls, num_processes: int, device: torch.device) -> Dist:
+    def start(cls, num_processes: int, device: torch.device, strategy: str = "ddp") -> Dist:
         """Join the launched group (accelerate picks NCCL or gloo and the device); check it has N processes."""
         world = launched_world_size()
         if world != num_processes:
@@ -68,25 +75,77 @@ class Dist:
         if acc.process_index != 0:  # one voice: the other ranks say only what goes wrong
             logging.getLogger("supportlm").setLevel(logging.WARNING)
         # accelerate names the CPU "cpu:0", which safetensors refuses as a load target
-        return cls(acc, acc.process_index, acc.num_processes, device if device.type == "cpu" else acc.device)
+        return cls(acc, acc.process_index, acc.num_processes, device if device.type == "cpu" else acc.device, strategy)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        """DDP around `module` (its trainable parameters' gradients are averaged across processes)."""
-        return module if self.accelerator is None else self.accelerator.prepare_model(module)
+    @property
+    def sharded(self) -> bool:
+        return self.accelerator is not None and self.strategy == "fsdp"
+
+    def wrap(self, module: torch.nn.Module, layers: list[torch.nn.Module]) -> torch.nn.Module:
+        """DDP around `module` (its trainable parameters' gradients are averaged across processes), or
+        with fsdp: each of `layers` and then the rest of `module` sharded in place (FSDP2)."""
+        if self.accelerator is None:
+            return module
+        if not self.sharded:
+            return self.accelerator.prepare_model(module)
+        from torch.distributed.fsdp import fully_shard
+
+        if not layers:
+            raise ConfigError("train.strategy=fsdp: the model names no decoder layer class (_no_split_modules) to shard")
+        kind = type(layers[0]).__name__
+        for layer in layers:
+            fully_shard(layer)
+        logging.getLogger("supportlm.train").info("fsdp: %d %s and the rest sharded over %d processes", len(layers), kind, self.world)
+        return fully_shard(module)
 
     def no_sync(self, module: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        """Skip DDP's gradient all-reduce on every micro-batch of a step but the process's last one."""
-        if self.accelerator is None or last:
+        """Skip the gradient all-reduce (reduce-scatter with fsdp) on every micro-batch of a step but the last."""
+        if self.accelerator is None:
             return contextlib.nullcontext()
-        return self.accelerator.no_sync(module)
+        if self.sharded:
+            module.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(module)
 
     def shard(self, items: list[Any]) -> list[Any]:
         """This process's share of a step's micro-batches (round-robin)."""
         return items[self.rank :: self.world]
+
+    def passes(self, n_items: int) -> int:
+        """Forward passes this process runs over a shared-out list of `n_items`: its share, or with fsdp
+        the largest share (each pass is collective, so a process with fewer items runs spare ones)."""
+        return -(-n_items // self.world) if self.sharded else len(range(self.rank, n_items, self.world))
+
+    def optimizer_state(self, root: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """fsdp: the optimizer's state as whole tensors keyed by parameter name (every process calls it)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(root, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state(self, root: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        """fsdp: `optimizer_state`'s whole tensors sharded back into the optimizer (every process calls it)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(root, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
+
+    def load_parameters(self, module: torch.nn.Module, full: dict[str, torch.Tensor]) -> None:
+        """fsdp: whole tensors copied into `module`'s sharded parameters of the same names (every process)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, full, options=StateDictOptions(full_state_dict=True, strict=False))
+
+    def full_tensors(self, named: list[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Whole CPU copies of `named` tensors: fsdp shards gathered (every process must call this), others
+        as they are."""
+        out = {}
+        for name, t in named:
+            full = t.full_tensor() if hasattr(t, "full_tensor") else t
+            out[name] = full.detach().cpu()
+        return out
 
     def sum(self, *values: float) -> list[float]:
         """Each value summed over the processes (float64)."""

@@ -60,6 +60,13 @@ def resolve_target_modules(model: torch.nn.Module, lora: LoraParams) -> list[str
     return list(lora.target_modules)
 
 
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's repeated blocks (the classes transformers lists in `_no_split_modules`): FSDP's units."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or [])
+    return [m for m in base.modules() if type(m).__name__ in names]
+
+
 @dataclass
 class LoraModel:
     """What `load_lora_model` hands the recipe."""

@@ -187,6 +187,7 @@ def build_report(
         "method": result.method,
         "batching": params.train.batching,
         "num_processes": params.train.num_processes,
+        "strategy": params.train.strategy if params.train.num_processes > 1 else "one process",
         "steps": result.steps,
         "total_steps": result.total_steps,
         "stopped_early": result.stopped_early,

@@ -54,8 +54,8 @@ Features (params.yaml `train:` and `lora:`):
   A rerun continues from the newest complete checkpoint; a changed config starts a fresh run dir.
   Writes are atomic (tmp dir, fsync, `COMPLETE` marker, rename); tmp or unmarked dirs are removed.
 - Several processes (`train.num_processes`, launched by train/run.py under `accelerate launch`): DDP
-  over the adapters, each step's micro-batches shared out so the run does not depend on the count, rank 0
-  the only writer; see train/distributed.py.
+  over the adapters, or FSDP2 sharding the whole model (`train.strategy`), each step's micro-batches
+  shared out so the run does not depend on the count, rank 0 the only writer; see train/distributed.py.
 - Logs: one JSONL line per optimizer step (step, loss, lr, tokens_per_s of useful tokens, peak_mem_mb
   = peak CUDA allocation or peak RSS, grad_norm, elapsed_s) and per eval (val_loss) in
   `<run dir>/log.jsonl`; a tqdm bar on a terminal; a log line every few steps
@@ -105,7 +105,7 @@ from supportlm.train.device import (
 )
 from supportlm.train.distributed import Dist
 from supportlm.train.inputs import load_data
-from supportlm.train.lora_model import load_lora_model
+from supportlm.train.lora_model import decoder_layers, load_lora_model
 from supportlm.train.loss import Head, StepLoss
 from supportlm.train.memory import check_memory, oom_guard
 from supportlm.train.result import TrainResult
@@ -160,7 +160,7 @@ class LoRAFinetuneRecipe:
         for f in (self.train_file, self.val_file):
             if not f.exists():
                 raise DataError(f"{f}: not found; run `dvc repro format` (or `supportlm format`) first")
-        self.dist = Dist.start(train.num_processes, resolve_device())  # one process unless launched as several
+        self.dist = Dist.start(train.num_processes, resolve_device(), train.strategy)  # one process unless launched
         self.device = self.dist.device
         self.precision = resolve_precision(train.precision, self.device)
         self.dtype = DTYPES[self.precision]
@@ -213,7 +213,7 @@ class LoRAFinetuneRecipe:
         self.trainable_params = m.trainable_params
         # the loss as one module: evaluation calls it directly, a training step through DDP when several processes
         self._loss = StepLoss(self.model, self._head, self.device, self._autocast)
-        self.step_loss = self.dist.wrap(self._loss)
+        self.step_loss = self.dist.wrap(self._loss, decoder_layers(self.model))
 
     def setup_optimizer(self) -> None:
         """AdamW over the adapter params + the HF scheduler; a GradScaler for fp16."""
@@ -240,11 +240,15 @@ class LoRAFinetuneRecipe:
         The weights, optimizer and scheduler are the same on every rank; each rank's RNG state is not
         (its dropout masks), so all of them are gathered into the checkpoint."""
         rng_states = self.dist.gather(ckpt.rng_state())
+        adapter = optimizer = None
+        if self.dist.sharded:  # whole tensors first (collective), so the files are those of one process
+            adapter = self.dist.full_tensors([(n, t) for n, t in self.model.named_parameters() if t.requires_grad])
+            optimizer = self.dist.optimizer_state(self.step_loss, self.optimizer)
         final = ckpt.checkpoint_dir(self.run_dir, self.state.step)
         if self.dist.is_main:
             final = ckpt.save_checkpoint(
                 self.run_dir, self.state, self.model, self.optimizer, self.scheduler, self.scaler, self._elapsed,
-                rng_states,
+                rng_states, adapter_state=adapter, optimizer_state=optimizer,
             )  # fmt: skip
             ckpt.rotate(self.run_dir, self.p.save_total_limit, self.state.best_step)
         self.dist.barrier()
@@ -263,6 +267,7 @@ class LoRAFinetuneRecipe:
             self.device,
             self.total_steps,
             rank=self.dist.rank,
+            sharded=self._sharded_loader() if self.dist.sharded else None,
         )
         self.state = state or TrainState(total_steps=self.total_steps, run_key=self.run_key)
         if state is not None:
@@ -271,6 +276,14 @@ class LoRAFinetuneRecipe:
         if self.dist.is_main:
             self.run_log.trim(self.state.step)
         self.dist.barrier()  # no rank reads the log before it is trimmed
+
+    def _sharded_loader(self) -> ckpt.ShardedLoad:
+        """How a checkpoint's whole tensors reach this process's shards (fsdp)."""
+        trainable = [n for n, t in self.model.named_parameters() if t.requires_grad]
+        return ckpt.ShardedLoad(
+            parameters=lambda full: self.dist.load_parameters(self.model, ckpt.adapter_names(full, trainable)),
+            optimizer=lambda state: self.dist.load_optimizer_state(self.step_loss, self.optimizer, state),
+        )
 
     def best_checkpoint(self) -> Path:
         path = ckpt.checkpoint_dir(self.run_dir, self.state.best_step)
@@ -309,10 +322,14 @@ class LoRAFinetuneRecipe:
         self.model.eval()
         total, n = 0.0, 0
         ctx = contextlib.nullcontext() if adapter else self.model.disable_adapter()
+        mine = self.dist.shard(self.val_batches)
         with ctx:
-            for batch in self.dist.shard(self.val_batches):
-                total += float(self.loss_step(batch))
-                n += batch.n_supervised
+            for i in range(self.dist.passes(len(self.val_batches))):
+                if i >= len(mine):  # fsdp: a spare pass, so every process gathers the same layers
+                    self.loss_step(self.val_batches[0])
+                    continue
+                total += float(self.loss_step(mine[i]))
+                n += mine[i].n_supervised
         self.model.train()
         total, n = self.dist.sum(total, n)
         return total / n
@@ -345,7 +362,8 @@ class LoRAFinetuneRecipe:
         if self.scaler is not None:
             self.scaler.unscale_(opt)
         max_norm = self.p.max_grad_norm if self.p.max_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # fsdp: a DTensor
         if self.scaler is not None:
             self.scaler.step(opt)
             self.scaler.update()
