@@ -304,3 +304,13 @@ def test_train_stage_budget_applies_to_the_cpu_default_only(tmp_path: Path, seco
         assert budget is None  # a GPU run has no 12-minute CPU budget to meet
     else:
         assert budget["met"] is met and budget["display"] == f"{seconds / 60:.1f} min"
+
+
+def test_train_stage_budget_is_not_judged_on_a_resumed_run(tmp_path: Path) -> None:
+    """A stage run that resumed a finished run took seconds: that is not the training's time."""
+    rep = tmp_path / "reports"
+    _w(rep / "train.json", {"stage_seconds": 41.8, "device": "cpu (2 thread(s))", "resumed_from": 40,
+                            "train_seconds": 441.0})  # fmt: skip
+    budget = {t["name"]: t for t in collect_targets(rep)}["train stage time on the CPU default"]
+    assert budget["met"] is None and budget["measured"] is None
+    assert budget["display"] == "not measured: this run resumed at step 40 (0.7 min); 7.3 min in optimizer steps over the whole run"
