@@ -106,11 +106,11 @@ def test_a_bad_row_mid_stream_keeps_the_old_outputs(tok, tmp_path):
 def test_token_writer_writes_nothing_on_error(tmp_path):
     path = tmp_path / "x.tokens.arrow"
     with pytest.raises(RuntimeError), TokenWriter(path) as out:
-        out.write(["a"], [[1, 2]], [[-100, 2]])
+        out.write({"ids": ["a"], "input_ids": [[1, 2]], "labels": [[-100, 2]]})
         raise RuntimeError("stage killed")
     assert list(tmp_path.iterdir()) == []
     with TokenWriter(path) as out:
-        out.write(["a", "b"], [[1, 2], [3]], [[-100, 2], [3]])
-        out.write([], [], [])  # an empty batch adds no record batch
+        out.write({"ids": ["a", "b"], "input_ids": [[1, 2], [3]], "labels": [[-100, 2], [3]]})
+        out.write({"ids": [], "input_ids": [], "labels": []})  # an empty batch adds no record batch
     table = TokenTable(path)
     assert (table.num_rows, table.example(1), len(table._columns)) == (2, ([3], [3]), 1)

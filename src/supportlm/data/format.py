@@ -81,7 +81,7 @@ def format_split(
 ) -> tuple[list[dict], dict, dict[str, list]]:
     """Rows of `<split>.jsonl`, their length statistics, and the token columns of `<split>.tokens.arrow`
     (in memory: for tests and the GPU check; the stage streams with `format_file`)."""
-    rows, tokens = format_batch(records, tokenizer, p) if records else ([], {"ids": [], "input_ids": [], "labels": []})
+    rows, tokens = format_batch(records, tokenizer, p)
     stats = length_stats([r["n_tokens"] for r in rows], [r["n_assistant_tokens"] for r in rows], p.max_length)
     return rows, stats, tokens
 
@@ -100,7 +100,7 @@ def format_file(
                 rows_out.write(row)
                 lengths.append(row["n_tokens"])
                 assistant.append(row["n_assistant_tokens"])
-            tokens_out.write(tokens["ids"], tokens["input_ids"], tokens["labels"])
+            tokens_out.write(tokens)
     return length_stats(lengths, assistant, p.max_length)
 
 

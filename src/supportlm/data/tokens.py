@@ -41,18 +41,16 @@ class TokenWriter:
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._sink = pa.OSFile(str(self._tmp), "wb")
         self._writer = pa.ipc.new_file(self._sink, _schema())
-        self.rows = 0
 
-    def write(self, ids: Sequence[str], input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> None:
+    def write(self, tokens: dict[str, Sequence]) -> None:
+        """One record batch of token columns (`ids`, `input_ids`, `labels`, as the formatter returns them)."""
         import pyarrow as pa
 
-        if not ids:
+        if not tokens["ids"]:
             return
         schema = _schema()
-        columns = [pa.array(ids, schema.field(0).type), pa.array(input_ids, schema.field(1).type),
-                   pa.array(labels, schema.field(2).type)]  # fmt: skip
+        columns = [pa.array(tokens[key], field.type) for key, field in zip(("ids", "input_ids", "labels"), schema, strict=True)]
         self._writer.write_batch(pa.record_batch(columns, schema=schema))
-        self.rows += len(ids)
 
     def __enter__(self) -> Self:
         return self
@@ -72,7 +70,7 @@ class TokenWriter:
 def write_tokens(path: Path, tokens: dict[str, list]) -> None:
     """Token columns held in memory (`ids`, `input_ids`, `labels`) written as one token file."""
     with TokenWriter(path) as out:
-        out.write(tokens["ids"], tokens["input_ids"], tokens["labels"])
+        out.write(tokens)
 
 
 class TokenTable:
