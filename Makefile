@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 # Pipeline ------------------------------------------------------------------------------
 # DOCKER=1 (implied by PROFILE=gpu): every stage in the training image; the host needs only make and Docker.
-.PHONY: all profile repro dag push pull data-bench train-startup docker-all
+.PHONY: all profile repro dag push pull data-bench train-startup train-precision docker-all
 ifneq ($(DOCKER)$(filter gpu,$(PROFILE)),)
 all: docker-all
 else
@@ -121,6 +121,10 @@ train-startup: setup  ## training start-up before/after and 1 vs 2 processes, on
 	$(BIN)/python scripts/train_startup.py
 	$(BIN)/dvc repro --force --single-item report
 
+train-precision: setup  ## bf16 autocast vs fp32 CPU training, one whole CPU-default run each (~10 min) -> reports/train_precision.json
+	$(BIN)/python scripts/train_precision.py
+	$(BIN)/dvc repro --force --single-item report
+
 llama-tools: setup  ## build llama.cpp once: llama-server/quantize/bench + libllama for the binding (cached per CPU in ~/.cache/supportlm)
 	$(BIN)/python -m supportlm.llamacpp
 
@@ -149,7 +153,7 @@ report: setup  ## reports/index.{md,html} from every stage's JSON (forced: sweep
 
 # Serving -------------------------------------------------------------------------------
 .PHONY: serve llama-tools mlflow-ui sweep bench report containers-report
-serve: setup  ## gateway + llama-server on the fine-tuned q4_k_m (needs SUPPORTLM_API_KEYS=id:key)
+serve: setup  ## gateway + llama-server on models/gguf/model-served.gguf, the variant the quantize stage's rule chose (needs SUPPORTLM_API_KEYS=id:key)
 	$(BIN)/supportlm serve
 
 # GPU check (issue 14) ------------------------------------------------------------------

@@ -186,7 +186,7 @@ def human_score(
 def batch_cmd(
     input: Annotated[Path, typer.Argument(help="JSONL rows with `messages` or `prompt`")],
     output: Annotated[Path, typer.Argument(help="JSONL out; a rerun skips ids already there")],
-    model: Annotated[str, typer.Option(help="HF model dir or .gguf file")] = "models/gguf/model-q4_k_m.gguf",
+    model: Annotated[str, typer.Option(help="HF model dir or .gguf file")] = "models/gguf/model-served.gguf",
     max_new_tokens: Annotated[int, typer.Option(help="tokens per reply")] = 128,
     batch_size: Annotated[int, typer.Option(help="rows per generation batch")] = 8,
     errors: Annotated[Path | None, typer.Option(help="bad input rows (line + reason)")] = None,

@@ -348,28 +348,72 @@ class EvaluateParams(Strict):
     threads: Annotated[int, Field(ge=1)] | None = None
 
 
+class ImatrixParams(Strict):
+    """Calibrated variants: llama-imatrix on the training replies, then llama-quantize --imatrix per type."""
+
+    # each becomes variant `<type>-imat` beside the uncalibrated ones; [] = no importance matrix
+    types: list[Literal["q4_k_m", "q4_0", "iq4_nl", "iq4_xs", "q5_k_m", "q3_k_m", "q2_k"]] = [
+        "q4_k_m",
+        "q4_0",
+        "iq4_nl",  # non-linear 4-bit, 32-value blocks: fits SmolLM2's 576-wide rows (iq4_xs needs 256)
+    ]
+    chunks: Annotated[int, Field(ge=1)] = 64  # windows of `ctx` tokens of the training replies (~32K tokens)
+    ctx: Annotated[int, Field(ge=64)] = 512
+
+
+class KldParams(Strict):
+    """llama-perplexity --kl-divergence of every GGUF variant against f16 on held-out test replies."""
+
+    chunks: Annotated[int, Field(ge=1)] = 12  # each scores ctx/2 tokens; f16's log-probs take ~100 KB per token
+    ctx: Annotated[int, Field(ge=64)] = 512
+
+    @model_validator(mode="after")
+    def _enough(self) -> KldParams:
+        scored = self.chunks * (self.ctx - 1 - self.ctx // 2)
+        if scored < 100:
+            raise ValueError(f"quantize.kld scores {scored} tokens (chunks x (ctx/2 - 1)); llama-perplexity prints "
+                             "no KL-divergence statistics under 100: raise chunks or ctx")  # fmt: skip
+        return self
+
+
 class QuantizeParams(Strict):
     """GGUF (llama.cpp) and torch (bitsandbytes / torchao) variants of models/merged, scored on one test slice."""
 
     seed: int = 42
-    gguf_types: list[Literal["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k"]] = [
+    gguf_types: list[Literal["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "q3_k_m", "q2_k", "iq4_nl", "iq4_xs"]] = [
         "q8_0",  # ~8.5 bit/weight: near-lossless
         "q4_k_m",  # ~4.8 bit/weight: the usual serving default
         "q4_0",  # ~4.5 bit/weight: simplest 4-bit, fastest on old CPUs, a bit less accurate
     ]
+    imatrix: ImatrixParams = ImatrixParams()
+    kld: KldParams = KldParams()
+    # llama-lookup-create on the training replies -> models/gguf/lookup-static.bin, and llama-lookup-stats'
+    # draft acceptance on held-out replies; the bench measures what serving with it buys
+    lookup_cache: bool = True
     # torchao_int4 needs CUDA (skipped with the reason recorded on CPU); bitsandbytes int8 and nf4 run on CPU
     # in 0.50 (~1 min each here, slower per token than llama.cpp); drop them from the list to save that time.
     # (GPTQ was replaced by torchao_int4: gptqmodel needs nvcc to install; see torch_quant.py)
     torch_variants: list[Literal["bnb_int8", "bnb_nf4", "torchao_int4"]] = ["bnb_int8", "bnb_nf4", "torchao_int4"]
-    # every variant sees the same rows; 7 variants x (32 rows x 64 tokens + perplexity) = ~7 min on 2 busy
-    # cores (measured 8.2 min at 80 tokens, load average 4); more rows = tighter deltas, linear cost
-    eval_rows: Annotated[int, Field(ge=1)] = 32
+    # GGUF variants (fast) are scored on eval_rows, the HF fp32 reference and torch variants (slow on CPU) on the
+    # first reference_rows of the same sample; each is compared with f16 on the rows both answered
+    eval_rows: Annotated[int, Field(ge=2)] = 128
+    reference_rows: Annotated[int, Field(ge=2)] = 32
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 64
     speed_prompts: Annotated[int, Field(ge=1)] = 2  # HF variants: decode tok/s = median over this many prompts
     n_ctx: Annotated[int, Field(ge=128)] = 1024  # llama.cpp context; must hold prompt + reply
     threads: Annotated[int, Field(ge=1)] | None = None  # torch + llama.cpp; None = auto (as evaluate.threads)
-    size_reduction_target: Annotated[float, Field(gt=0, lt=1)] = 0.5  # q4_k_m must be this much smaller than f16
-    rouge_drop_target: Annotated[float, Field(ge=0)] = 2.0  # max q4_k_m ROUGE-L drop vs f16, in points (0-100)
+    size_reduction_target: Annotated[float, Field(gt=0, lt=1)] = 0.5  # the served variant vs f16
+    # the serving rule's gate (supportlm.quantize.select): a variant is eligible when its ROUGE-L interval
+    # vs f16 lies above -this many points (0-100 scale)
+    rouge_drop_target: Annotated[float, Field(ge=0)] = 2.0
+    speed_tie: Annotated[float, Field(ge=0, lt=1)] = 0.05  # eligible variants this close to the fastest tie
+
+    @model_validator(mode="after")
+    def _rows(self) -> QuantizeParams:
+        if self.reference_rows > self.eval_rows:
+            raise ValueError(f"quantize.reference_rows ({self.reference_rows}) must be <= quantize.eval_rows "
+                             f"({self.eval_rows}): the reference rows are the first of the eval slice")  # fmt: skip
+        return self
 
 
 # ---------------------------------------------------------------- serve
@@ -410,7 +454,7 @@ class ServeEngineParams(Strict):
 
 
 class ServeModelParams(Strict):
-    path: Path = Path("models/gguf/model-q4_k_m.gguf")  # the quantize stage's q4_k_m
+    path: Path = Path("models/gguf/model-served.gguf")  # the variant the quantize stage's rule chose
     fallback_bundled: bool = True  # serve the bundled SmolLM2 GGUF when `path` is absent (said in /readyz)
     served_name: str = "supportlm"  # `model` in responses; requests may name it or omit it
 
@@ -422,6 +466,9 @@ class ServeLlamaParams(Strict):
     parallel: Annotated[int, Field(ge=1, le=256)] = 4  # slots decoded together: more throughput, slower each
     batch_size: Annotated[int, Field(ge=1)] = 512  # -b: prompt tokens per decode call
     ubatch_size: Annotated[int, Field(ge=1)] = 512  # -ub: <= batch_size; lower = less memory
+    # lookup decoding: draft from the n-gram cache of the training replies beside the model file
+    # (lookup-static.bin, the quantize stage's) with --spec-type ngram-cache; the bench measures what it buys
+    lookup_cache: bool = False
     extra_args: list[str] = []  # appended verbatim (a JSON list in env)
 
     @model_validator(mode="after")
@@ -541,7 +588,8 @@ class BenchParams(Strict):
     """Headless Locust against the gateway and the engine directly, plus the bandwidth bound."""
 
     seed: int = 42
-    primary: str = "q4_k_m"  # the variant served and swept over every concurrency level
+    # the variant swept over every concurrency level: `served` = the quantize stage's rule (models/gguf/served.json)
+    primary: str = "served"
     # other models/gguf/model-<name>.gguf variants, each measured at `variant_concurrency` (missing = skipped)
     variants: list[str] = ["q8_0", "q4_0", "f16"]
     concurrency: list[Annotated[int, Field(ge=1)]] = [1, 4, 8, 16]  # Locust users per level (gateway)

@@ -58,14 +58,16 @@ from supportlm.runtime import cpu_info, describe_exit
 
 DEFAULT_VERSION = "0.3.36"  # the llama-cpp-python pin in pyproject; the vendored llama.cpp matches it
 # only what the pipeline uses (+ `llama`, the shared library the binding loads); the full tree has ~60
-# targets and takes 3-4x longer
-TARGETS = ("llama", "llama-quantize", "llama-server", "llama-bench")
+# targets and takes 3-4x longer. imatrix: calibrated 4-bit quantization; perplexity: KL-divergence of each
+# variant against f16; lookup-create/-stats: the n-gram cache llama-server drafts from (--lookup-cache-static)
+TARGETS = ("llama", "llama-quantize", "llama-server", "llama-bench", "llama-imatrix", "llama-perplexity",
+           "llama-lookup-create", "llama-lookup-stats")
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DLLAMA_CURL=OFF",  # no libcurl: offline, models are local files (ignored by newer trees)
     "-DLLAMA_OPENSSL=OFF",  # no HTTPS client in llama-server; the gateway terminates TLS
     "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=ON",  # configured, not all built: llama-lookup-create lives in examples/
     "-DLLAMA_BUILD_UI=OFF",  # the web UI needs npm
     "-DLLAMA_USE_PREBUILT_UI=OFF",  # ... or a download from the HF hub: neither offline
     "-DBUILD_SHARED_LIBS=ON",  # libllama.so for the binding; the tools link the same libraries

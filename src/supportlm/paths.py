@@ -25,6 +25,16 @@ def package_file(package: str, name: str) -> Path | None:
     return None
 
 
+# The quantize stage's serving choice inside models/gguf (supportlm.quantize.select writes both): the chosen
+# variant under one fixed name, so `serve.model.path`, compose and the serve image never name a variant,
+# and a JSON saying which variant it is and why (`bench.primary: served` reads it).
+SERVED_GGUF = "model-served.gguf"
+SERVED_INFO = "served.json"
+# llama-lookup-create's n-gram cache of the training replies (quantize stage): llama-server can draft from it
+# (--spec-type ngram-cache --lookup-cache-static models/gguf/lookup-static.bin)
+LOOKUP_CACHE = "lookup-static.bin"
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path = Path(".")

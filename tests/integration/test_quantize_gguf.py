@@ -132,12 +132,15 @@ def test_convert_quantize_load_generate(tools, tiny_hf, tmp_path):
 
 
 def test_quantize_stage_on_tiny_model(tools, tiny_hf, tmp_path):
-    """The whole stage (export + every variant scored + report) on the tiny model, CPU."""
-    from supportlm.config import QuantizeParams
+    """The whole stage on the tiny model, CPU: export, an importance matrix and a calibrated variant, every
+    variant scored with paired intervals vs f16, KL-divergence by llama-perplexity, the serving rule's file."""
+    from supportlm.bench.inputs import resolve_primary
+    from supportlm.config import BenchParams, QuantizeParams
+    from supportlm.quantize import select
     from supportlm.quantize.run import quantize_and_compare
 
     rows = []
-    for i, e in enumerate(_examples() * 2):
+    for i, e in enumerate(_examples() * 20):  # 40 rows: 4 scored, the other 36 replies are the KLD's held-out text
         rows.append(
             {
                 "id": f"{e.id}{i}",
@@ -150,46 +153,81 @@ def test_quantize_stage_on_tiny_model(tools, tiny_hf, tmp_path):
     test.write_text("".join(json.dumps(r) + "\n" for r in rows))
     p = QuantizeParams(
         gguf_types=["q8_0", "q4_k_m"],
+        imatrix={"types": ["q4_0"], "chunks": 2, "ctx": 64},
+        kld={"chunks": 4, "ctx": 64},  # 124 scored tokens: llama-perplexity summarizes from 100
         torch_variants=["bnb_nf4", "torchao_int4"],
         eval_rows=4,
+        reference_rows=2,
         max_new_tokens=6,
         speed_prompts=2,
         n_ctx=256,
     )
+    gguf_dir = tmp_path / "gguf"
+    gguf_dir.mkdir()
+    (gguf_dir / "model-q2_k.gguf").write_bytes(b"stale")  # from earlier params: removed
     res = quantize_and_compare(
         shutil.copytree(tiny_hf, tmp_path / "merged"),
         test,
-        tmp_path / "gguf",
+        gguf_dir,
         tmp_path / "reports",
         p,
         base_model_id="tiny",
         params_hash="x",
+        train_path=test,
     )
     names = [v["name"] for v in res["variants"]]
-    assert names[:4] == ["fp32", "f16", "q8_0", "q4_k_m"]
-    for v in res["variants"]:
-        assert {"name", "format", "size_bytes", "perplexity", "bleu", "rougeL", "tokens_per_s"} <= set(v)
-        assert v["perplexity"] > 1 and v["size_bytes"] > 0
+    assert names[:5] == ["fp32", "f16", "q8_0", "q4_k_m", "q4_0-imat"]
     by = {v["name"]: v for v in res["variants"]}
-    assert (
-        by["q4_k_m"]["size_bytes"]
-        < by["q8_0"]["size_bytes"]
-        < by["f16"]["size_bytes"]
-        < by["fp32"]["size_bytes"]
-    )
+    for v in res["variants"]:
+        assert {"name", "format", "size_bytes", "perplexity", "bleu", "rougeL", "tokens_per_s", "rows"} <= set(v)
+        assert v["perplexity"] > 1 and v["size_bytes"] > 0
+        lo, hi = v["rougeL_delta_ci"]  # paired with f16 on the rows both answered
+        assert lo <= v["rougeL_delta_vs_f16_points"] <= hi
+        ppl = v["perplexity_ratio_vs_f16"]
+        assert ppl["low"] <= ppl["ratio"] <= ppl["high"]
+    assert by["fp32"]["rows"] == by["bnb_nf4"]["rows"] == 2 and by["q4_0-imat"]["rows"] == by["f16"]["rows"] == 4
+    assert by["f16"]["rougeL_delta_ci"] == [0.0, 0.0]
+    assert by["q4_k_m"]["size_bytes"] < by["q8_0"]["size_bytes"] < by["f16"]["size_bytes"] < by["fp32"]["size_bytes"]
+    # KL-divergence vs f16 for every other GGUF variant; more bits, less damage
+    for name in ("q8_0", "q4_k_m", "q4_0-imat"):
+        k = by[name]["kld"]
+        assert k["mean_kld"] >= 0 and 0 <= k["same_top_p"] <= 1 and k["ppl_ratio"] > 0
+        assert by[name]["kl_divergence"] == k["mean_kld"]
+    assert by["q8_0"]["kld"]["mean_kld"] < by["q4_k_m"]["kld"]["mean_kld"]
+    assert "kld" not in by["f16"] and "kld" not in by["fp32"]
+    assert res["imatrix"]["types"] == ["q4_0"] and by["q4_0-imat"]["imatrix"] is True
     if not torch.cuda.is_available():
         assert any(s["name"] == "torchao_int4" and "CUDA" in s["reason"] for s in res["skipped"])
-    assert [t["name"] for t in res["targets"]] == [
-        "q4_k_m size reduction vs f16",
-        "q4_k_m ROUGE-L drop vs f16 (points)",
-    ]
+    # the serving rule: recomputed from the saved rows it gives the same answer; the file is that variant's
     saved = json.loads((tmp_path / "reports" / "quantization.json").read_text())
+    served = saved["served"]["name"]
+    assert select.choose(saved["variants"], p.rouge_drop_target, p.speed_tie)["variant"] == served
+    assert (gguf_dir / "model-served.gguf").read_bytes() == (gguf_dir / f"model-{served}.gguf").read_bytes()
+    assert json.loads((gguf_dir / "served.json").read_text())["variant"] == served
+    assert resolve_primary(BenchParams(primary="served"), gguf_dir).primary == served
+    assert [t["name"] for t in res["targets"]] == [
+        f"served ({served}) size reduction vs f16",
+        f"served ({served}) ROUGE-L vs f16, 95% interval low end (points)",
+    ]
     assert saved["variants"][0]["name"] == "fp32" and "replies" not in saved["variants"][0]
-    assert (tmp_path / "reports" / "plots" / "quantize" / "size_accuracy_speed.png").stat().st_size > 10_000
-    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == [
+    assert "row_rougeL" not in saved["variants"][0]
+    for png in ("size_accuracy_speed.png", "intervals.png"):
+        assert (tmp_path / "reports" / "plots" / "quantize" / png).stat().st_size > 10_000
+    md = (tmp_path / "reports" / "quantization.md").read_text()
+    assert f"## Served: {served}" in md and "Calibrated quantization" in md and "N-gram cache" in md
+    # the n-gram cache of the training replies: held-out replies repeat them, so drafts are accepted
+    stats = res["lookup_cache"]["stats"]
+    assert (gguf_dir / "lookup-static.bin").stat().st_size == res["lookup_cache"]["size_bytes"] > 0
+    assert 0 < stats["accepted"] <= stats["drafted"] and stats["acceptance"] == stats["accepted"] / stats["drafted"]
+    assert sorted(p.name for p in gguf_dir.iterdir()) == [
+        "imatrix.gguf",
+        "lookup-static.bin",
         "model-f16.gguf",
+        "model-q4_0-imat.gguf",
         "model-q4_k_m.gguf",
         "model-q8_0.gguf",
+        "model-served.gguf",
+        "served.json",
     ]
 
 

@@ -266,69 +266,70 @@ def test_stratified_sample_covers_intents_and_is_seeded():
     assert [r["id"] for r in s1] != [r["id"] for r in stratified_sample(rows, 9, seed=2)]
 
 
-def test_quantize_summary_targets():
+def _quant_rows(name: str, fmt: str, size: float, rouge_rows: list[float], nll_scale: float = 1.0) -> dict:
+    return {"name": name, "format": fmt, "size_bytes": size, "perplexity": 5.0 * nll_scale, "bleu": 20.0,
+            "rougeL": sum(rouge_rows) / len(rouge_rows), "tokens_per_s": 40.0, "load_s": 0.5,
+            "row_rougeL": rouge_rows, "row_nll": [[1.6 * 10 * nll_scale, 10]] * len(rouge_rows)}  # fmt: skip
+
+
+def test_quantization_summary_pairs_every_variant_with_f16_on_its_rows():
     from types import SimpleNamespace
 
     from supportlm.quantize.run import summarize
 
-    p = SimpleNamespace(size_reduction_target=0.5, rouge_drop_target=2.0)
+    p = SimpleNamespace(seed=0)
+    f16_rows = [0.40, 0.50, 0.30, 0.45, 0.35, 0.42, 0.38, 0.41]
     v = [
-        {
-            "name": "fp32",
-            "format": "hf",
-            "size_bytes": 400,
-            "perplexity": 5.0,
-            "bleu": 20.0,
-            "rougeL": 0.400,
-            "tokens_per_s": 10.0,
-        },
-        {
-            "name": "f16",
-            "format": "gguf-f16",
-            "size_bytes": 200,
-            "perplexity": 5.0,
-            "bleu": 20.0,
-            "rougeL": 0.400,
-            "tokens_per_s": 20.0,
-        },
-        {
-            "name": "q4_k_m",
-            "format": "gguf-q4_k_m",
-            "size_bytes": 70,
-            "perplexity": 5.3,
-            "bleu": 19.0,
-            "rougeL": 0.375,
-            "tokens_per_s": 40.0,
-        },
+        _quant_rows("fp32", "hf", 400, f16_rows[:4]),  # the reference rows: the first 4
+        _quant_rows("f16", "gguf-f16", 200, f16_rows),
+        _quant_rows("q4_k_m", "gguf-q4_k_m", 70, [r - 0.025 for r in f16_rows], nll_scale=1.1),
     ]
     s = summarize(v, p)
-    q = s["variants"][2]
+    fp32, _, q = s["variants"]
     assert q["reduction_vs_f16"] == pytest.approx(0.65) and q["reduction_vs_fp32"] == pytest.approx(0.825)
-    assert s["q4_k_m_rougeL_delta_vs_f16_points"] == pytest.approx(-2.5)
-    size_t, rouge_t = s["targets"]
-    assert size_t["met"] is True and rouge_t["met"] is False and rouge_t["measured"] == pytest.approx(2.5)
+    assert (fp32["rows"], q["rows"]) == (4, 8)
+    assert fp32["rougeL_delta_ci"] == [0.0, 0.0]  # the same replies as f16 on its 4 rows
+    # every row 2.5 points lower: the paired difference is exactly -2.5 with no spread
+    assert q["rougeL_delta_vs_f16_points"] == pytest.approx(-2.5) and q["rougeL_delta_ci"] == pytest.approx([-2.5, -2.5])
+    assert q["perplexity_ratio_vs_f16"]["ratio"] == pytest.approx(math.exp(1.6 * 0.1))
+    assert s["overall"]["q4_k_m"]["rows"] == 8
 
 
-def test_quantization_markdown_shows_the_summary(tmp_path):
+def test_quantization_markdown_shows_intervals_the_rule_and_the_targets(tmp_path):
     from types import SimpleNamespace
 
     from supportlm.evaluate.metrics import Example
-    from supportlm.quantize.run import render_markdown, summarize
+    from supportlm.quantize import select
+    from supportlm.quantize.report import render_markdown
+    from supportlm.quantize.run import summarize, targets
 
-    p = SimpleNamespace(size_reduction_target=0.5, rouge_drop_target=2.0)
-    v = [{"name": n, "format": f, "size_bytes": b, "perplexity": 5.0, "bleu": 20.0, "rougeL": r, "tokens_per_s": 9.5,
-          "load_s": 0.5} for n, f, b, r in (("f16", "gguf-f16", 200e6, 0.4), ("q4_k_m", "gguf-q4_k_m", 70e6, 0.375))]
+    p = SimpleNamespace(seed=1, size_reduction_target=0.5, rouge_drop_target=2.0)
+    v = [_quant_rows("f16", "gguf-f16", 200e6, [0.4, 0.5, 0.3, 0.6]),
+         _quant_rows("q4_k_m", "gguf-q4_k_m", 70e6, [0.375, 0.5, 0.2, 0.6])]  # fmt: skip
+    for x in v:
+        x["file"] = f"model-{x['name']}.gguf"
+    v[1]["kld"] = {"mean_kld": 0.0512, "same_top_p": 0.9}
     s = summarize(v, p)
-    s.update(slice={"rows": 8, "seed": 1, "max_new_tokens": 16}, base_model="m", params_hash="h",
-             timing={"total_s": 3.0}, skipped=[{"name": "bnb_int8", "reason": "no CUDA"}],
-             plots=[str(tmp_path / "plots/quantize/x.png")])
+    choice = select.choose(s["variants"], 2.0, 0.05)
+    for x in v:
+        x.pop("row_rougeL"), x.pop("row_nll")
+    s.update(slice={"rows": 4, "reference_rows": 2, "seed": 1, "max_new_tokens": 16}, base_model="m", params_hash="h",
+             timing={"total_s": 3.0}, skipped=[{"name": "bnb_int8", "reason": "no CUDA"}], kld={"tokens": 3060},
+             plots=[str(tmp_path / "plots/quantize/x.png")], imatrix=None,
+             served={"name": choice["variant"], "rule": choice["rule"], "served_file": "models/gguf/model-served.gguf",
+                     "candidates": choice["candidates"]},
+             targets=targets(s["variants"], choice["variant"], p))  # fmt: skip
     ex = Example("t1", "orders", [{"role": "user", "content": "hi"}], "line 1\nline | 2")
     md = render_markdown(s, [ex], {"q4_k_m": ["ok"]}, tmp_path)
-    assert "| q4_k_m | gguf-q4_k_m | 70.0 | -65% |" in md and "| -2.50 |" in md
-    assert "| q4_k_m size reduction vs f16 | >= 50% | 65.0% | met |" in md
-    assert "**missed**" in md and "- `bnb_int8`: no CUDA" in md
-    assert "![x](plots/quantize/x.png)" in md
+    # q4_k_m's interval reaches below -2 (rows differ by -2.5, 0, -10, 0): f16 serves, and says why q4_k_m does not
+    assert choice["variant"] == "f16" and "## Served: f16" in md
+    assert "| q4_k_m | 4 | 70.0 | -65% |" in md and "| -3.12 |" in md and "| 0.0512 | 90.0% |" in md
+    low = next(c for c in choice["candidates"] if c["variant"] == "q4_k_m")["rougeL_low_points"]
+    assert low < -2 and f"no: ROUGE-L interval reaches {low:+.2f} points, below -2" in md
+    assert "| served (f16) size reduction vs f16 | >= 50% | 0.0% | **missed** |" in md
+    assert "- `bnb_int8`: no CUDA" in md and "![x](plots/quantize/x.png)" in md
     assert "| reference | line 1<br>line \\| 2 |" in md  # one table line per reply, pipes escaped
+    assert "rows to resolve 2 pts" in md
 
 
 # ---------------------------------------------------------------- the evaluate stage, end to end
@@ -393,6 +394,12 @@ def test_evaluate_stage_writes_the_contract(tmp_path):
         1.0
     )  # the classifier sees its training replies
     assert saved["delta"]["rougeL"] == pytest.approx(saved["finetuned"]["rougeL"] - saved["base"]["rougeL"])
+    ci = saved["delta_ci"]  # paired over the same 8 rows: the mean difference lies inside its interval
+    assert ci["rougeL_points"]["n"] == 8 and ci["rougeL_points"]["delta"] == pytest.approx(100 * saved["delta"]["rougeL"])
+    assert ci["rougeL_points"]["low"] <= ci["rougeL_points"]["delta"] <= ci["rougeL_points"]["high"]
+    ppl = ci["perplexity_ratio"]
+    assert ppl["ratio"] == pytest.approx(saved["finetuned"]["perplexity"] / saved["base"]["perplexity"])
+    assert ppl["low"] <= ppl["ratio"] <= ppl["high"]
     assert res["human_eval_sheet"]["items"] == 5
     gens = (tmp_path / "reports" / "eval_generations.jsonl").read_text().splitlines()
     assert len(gens) == 8 and {"base", "finetuned", "reference"} <= set(json.loads(gens[0]))
@@ -401,6 +408,7 @@ def test_evaluate_stage_writes_the_contract(tmp_path):
     delta = saved["finetuned"]["rougeL"] - saved["base"]["rougeL"]
     assert f"| {saved['finetuned']['rougeL']:.3f} | {delta:+.3f} |" in md  # the delta carries its sign
     assert "| metric | base | fine-tuned | delta |\n|---|---:|---:|---:|" in md
+    assert f"ROUGE-L {ci['rougeL_points']['delta']:+.2f} points [" in md
     assert "![metrics](plots/eval/metrics.png)" in md  # images relative to reports/
     for png in ("metrics.png", "per_intent_rougeL.png", "distributions.png"):
         assert (tmp_path / "reports" / "plots" / "eval" / png).stat().st_size > 5_000

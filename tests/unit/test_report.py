@@ -74,7 +74,9 @@ def make_reports(root: Path, *, skip: tuple[str, ...] = ()) -> Path:
             {"name": "f16", "format": "gguf-f16", "size_bytes": 270_000_000, "reduction_vs_f16": 0.0,
              "perplexity": 5.5, "bleu": 12.0, "rougeL": 0.28, "tokens_per_s": 40.0},
             {"name": "q4_k_m", "format": "gguf-q4_k_m", "size_bytes": 105_000_000, "reduction_vs_f16": 0.61,
-             "perplexity": 5.9, "bleu": 11.0, "rougeL": 0.25, "tokens_per_s": 60.0}],
+             "perplexity": 5.9, "bleu": 11.0, "rougeL": 0.25, "tokens_per_s": 60.0, "rows": 128,
+             "rougeL_delta_vs_f16_points": -3.0, "rougeL_delta_ci": [-4.5, -1.5], "kl_divergence": 0.0512}],
+            "served": {"name": "f16", "rule": "the stated rule"},
             "skipped": [{"name": "torchao_int4", "reason": "needs CUDA"}],
             "targets": [{"name": "q4_k_m size reduction vs f16", "goal": ">= 50%", "measured": 0.61, "met": True},
                         {"name": "q4_k_m ROUGE-L drop vs f16 (points)", "goal": "<= 2", "measured": 3.0,
@@ -139,7 +141,8 @@ def test_every_section_is_rendered(tmp_path: Path) -> None:
     # numbers are copied, not recomputed
     assert "| best step | 60 |" in md and "| speedup vs baseline | 1.75x |" in md
     assert "| rougeL | 0.15 | 0.28 | +0.13 |" in md
-    assert "| q4_k_m | gguf-q4_k_m | 105.0 | 61.0% |" in md
+    assert "| q4_k_m | 128 | 105.0 | 61.0% | 5.9 | 0.25 | -3.00 [-4.50, -1.50] | 0.0512 | 60.0 |" in md
+    assert "Served: `f16` (rule: the stated rule)." in md
     assert "[bench.md](bench.md)" in md and "[human_eval_sheet.csv](human_eval_sheet.csv)" in md
     assert "![bench plot](plots/bench/bench_plot.png)" in md
     # lineage: dvc.lock data hash, per-report params hash, params.yaml

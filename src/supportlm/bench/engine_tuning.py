@@ -36,6 +36,7 @@ from typing import Any
 from supportlm.errors import SupportLMError
 from supportlm.runtime import check_exit, describe_exit
 
+LOOKUP_LABEL = "--spec-type ngram-cache + training-reply cache"  # the row drafting from the quantize stage's cache
 BENCH_TIMEOUT_S = 300  # one llama-bench call; a collapsed 2-thread decode is the slowest case
 
 
@@ -220,6 +221,7 @@ def run_tuning(
     decode: dict[str, dict[str, Any]] | None = None,
     log_dir: Path | None = None,
     log: Any = print,
+    lookup_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Run the matrix; returns {"rows": [...], "recommended": {...}, "seconds": s}.
 
@@ -230,6 +232,8 @@ def run_tuning(
         tuning: BenchTuningParams (threads, ubatch, spec_types, requests).
         threads / parallel / ctx_size / max_tokens: the bench's serving config (the baselines).
         decode: llama-bench tg results already measured per variant at `threads` (reused, not rerun).
+        lookup_cache: the quantize stage's n-gram cache of the training replies: one more server row,
+            `--spec-type ngram-cache` drafting from it (--lookup-cache-static).
     """
     t_start = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -283,12 +287,16 @@ def run_tuning(
                 log(f"tuning  server {nocache}: {server[nocache]['ms_per_100_tokens']:7.1f} ms/100 tokens")
 
     serve_rows("bench config", [], {"cache_prompt": False})
-    for spec in tuning.spec_types:
+    specs = [(f"--spec-type {spec}", ["--spec-type", spec]) for spec in tuning.spec_types]
+    if lookup_cache is not None:
+        specs.append((LOOKUP_LABEL, ["--spec-type", "ngram-cache", "--lookup-cache-static", str(lookup_cache)]))
+    for label, args in specs:
         try:
-            serve_rows(f"--spec-type {spec}", ["--spec-type", spec])
+            serve_rows(label, args)
+            server[label]["args"] = args
         except TuningError as exc:  # an unknown/unsupported type: recorded, not fatal
-            server[f"--spec-type {spec}"] = {"error": str(exc).splitlines()[0][:200]}
-            log(f"tuning  server --spec-type {spec}: failed ({exc})")
+            server[label] = {"error": str(exc).splitlines()[0][:200]}
+            log(f"tuning  server {label}: failed ({exc})")
     for label, m in server.items():
         rows.append(_row("server, 1 client (llama-server)", f"{primary}, {label}", m, server["bench config"],
                          p50_ms=m.get("p50_ms"), draft_acceptance=m.get("draft_acceptance"),
@@ -325,7 +333,7 @@ def recommend(
     if specs and base_ms:
         label = min(specs, key=lambda k: specs[k]["ms_per_100_tokens"])
         if base_ms / specs[label]["ms_per_100_tokens"] >= min_gain:
-            extra = label.split()
+            extra = list(specs[label].get("args") or label.split())
     fastest = max(decode, key=lambda k: decode[k]["tokens_per_s"]) if decode else None
     out: dict[str, Any] = {"threads": best_t, "extra_args": extra, "fastest_variant": fastest}
     if best_ub:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.bench.console import say
-from supportlm.bench.inputs import build_prompts, resolve_variants
+from supportlm.bench.inputs import build_prompts, resolve_primary, resolve_variants
 from supportlm.bench.stack import Stack, bench_settings, serving_stack, warm_up
 from supportlm.bench.targets import hardware_info
 from supportlm.config import Params
@@ -225,6 +225,7 @@ def run_fairness(params: Params, paths: Paths) -> dict[str, Any]:
     from supportlm.serve.settings import default_threads
 
     bench_p, p, serve_p = params.bench, params.fairness, params.serve
+    bench_p = resolve_primary(bench_p, paths.gguf)  # `served`: the quantize stage's choice
     reports = paths.reports
     variants, source = resolve_variants(bench_p, paths.gguf)
     model = variants[bench_p.primary].path

@@ -56,11 +56,41 @@ def _bundled_gguf() -> Path | None:
     return bundled_model_path()
 
 
+SERVED = "served"  # bench.primary: the quantize stage's rule chose it (models/gguf/served.json)
+FALLBACK_PRIMARY = "q4_k_m"  # `served` with no quantize outputs: the bundled model requantized to this
+
+
+def served_variant(gguf_dir: Path) -> str | None:
+    """The variant the quantize stage's serving rule chose (paths.SERVED_INFO), None before it has run."""
+    from supportlm.paths import SERVED_INFO
+
+    info_path = gguf_dir / SERVED_INFO
+    if not info_path.is_file():
+        return None
+    try:
+        name = json.loads(info_path.read_text(encoding="utf-8"))["variant"]
+    except (ValueError, KeyError) as exc:
+        raise DataError(f"{info_path}: unreadable ({exc}); rerun `dvc repro quantize`") from None
+    if not (gguf_dir / f"model-{name}.gguf").is_file():
+        raise DataError(f"{info_path} names {name}, but {gguf_dir / f'model-{name}.gguf'} is missing; "
+                        "rerun `dvc repro quantize`")  # fmt: skip
+    return str(name)
+
+
+def resolve_primary(p: Any, gguf_dir: Path) -> Any:
+    """`p` with `primary: served` replaced by the variant it stands for (the quantize stage's choice, or the
+    bundled fallback's q4_k_m when there are no quantize outputs); any other name is kept as given."""
+    if p.primary != SERVED:
+        return p
+    return p.model_copy(update={"primary": served_variant(gguf_dir) or FALLBACK_PRIMARY})
+
+
 def resolve_variants(p: Any, gguf_dir: Path, cache_dir: Path | None = None) -> tuple[dict[str, Variant], str]:
     """name -> Variant for the primary and every listed variant that exists; plus where they came from.
 
     With no models/gguf/model-<primary>.gguf and bench.fallback_bundled, the bundled SmolLM2 Q4_1 GGUF is
     requantized (llama-quantize --allow-requantize) into each wanted type, once, under cache_dir."""
+    p = resolve_primary(p, gguf_dir)
     wanted = [p.primary, *[v for v in p.variants if v != p.primary]]
     found = {n: gguf_dir / f"model-{n}.gguf" for n in wanted if (gguf_dir / f"model-{n}.gguf").is_file()}
     if p.primary in found:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.bench.console import say
-from supportlm.bench.inputs import build_prompts, resolve_variants
+from supportlm.bench.inputs import build_prompts, resolve_primary, resolve_variants
 from supportlm.bench.locust import parse_locust_stats, run_locust
 from supportlm.bench.report import plot, render_markdown
 from supportlm.bench.stack import (
@@ -59,7 +59,7 @@ from supportlm.bench.stack import (
 )
 from supportlm.bench.targets import build_targets, hardware_info, size_reduction_info
 from supportlm.config import Params
-from supportlm.paths import Paths
+from supportlm.paths import LOOKUP_CACHE, Paths
 from supportlm.render import fmt
 
 log = logging.getLogger("supportlm.bench")
@@ -79,6 +79,8 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
     load_before = os.getloadavg()
     p, serve_p, base_model = params.bench, params.serve, params.base_model.base
     root, reports, gguf_dir = paths.root, paths.reports, paths.gguf
+    primary_param = p.primary
+    p = resolve_primary(p, gguf_dir)  # `served`: the variant the quantize stage's rule chose
     test_jsonl = paths.formatted / "test.jsonl"
 
     threads = p.threads or serve_p.llama.threads or default_threads()
@@ -130,7 +132,7 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
                 {n: v.path for n, v in variants.items()}, p.primary, prompts, p.tuning, threads=threads,
                 parallel=serve_p.llama.parallel, ctx_size=serve_p.llama.ctx_size, max_tokens=p.max_new_tokens,
                 decode_tokens=p.decode_tokens, decode_repeats=p.decode_repeats, decode=decode, log_dir=work,
-                log=say,
+                log=say, lookup_cache=lookup if (lookup := gguf_dir / LOOKUP_CACHE).is_file() else None,
             )  # fmt: skip
 
         # 3. Locust: primary over every level, gateway and engine
@@ -253,6 +255,8 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
         },
         "model_source": source,
         "primary": label,
+        "primary_from": "the quantize stage's serving rule (models/gguf/served.json)"
+        if primary_param == "served" and not external else "bench.primary",
         "engine": {"kind": serve_p.engine.kind, "url": serve_p.engine.url, "managed": not external},
         "serving": stack_info,
         "setup": {

@@ -78,6 +78,19 @@ def _headline(doc: Document, result: dict[str, Any]) -> None:
     )
     rows = [(lab, fmt(b[k], f".{d}f"), fmt(f[k], f".{d}f"), signed(f[k] - b[k], d)) for k, lab, d in HEADLINE]
     doc.table(["metric", "base", "fine-tuned", "delta"], rows, align_right=(1, 2, 3))
+    ci = result.get("delta_ci") or {}
+    if ci:
+        parts = []
+        if (r := ci.get("rougeL_points")) is not None:
+            parts.append(f"ROUGE-L {r['delta']:+.2f} points [{r['low']:+.2f}, {r['high']:+.2f}]")
+        if (r := ci.get("sentence_bleu")) is not None:
+            parts.append(f"sentence BLEU {r['delta']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]")
+        if (r := ci.get("perplexity_ratio")) is not None:
+            parts.append(f"perplexity × {r['ratio']:.3f} [{r['low']:.3f}, {r['high']:.3f}]")
+        doc.p(
+            "Fine-tuned minus base on the same rows, paired bootstrap 95% intervals (2,000 resamples): "
+            + "; ".join(parts) + "."
+        )
     doc.p(
         "Intent classifier accuracy on the reference replies (ceiling): "
         f"{fmt(result['intent_accuracy_reference'], '.3f')}."

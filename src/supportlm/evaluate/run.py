@@ -216,6 +216,7 @@ def evaluate(
         result[name] = scored
     headline = ("perplexity", "bleu", "rouge1", "rouge2", "rougeL", "intent_accuracy")
     result["delta"] = {k: result["finetuned"][k] - result["base"][k] for k in headline}
+    result["delta_ci"] = paired_intervals(rows_scores, runs, p.seed)
     result["overall"] = {name: {k: result[name][k] for k in headline} for name in SYSTEMS}
     result["per_slice"] = {
         k: {name: result[name]["per_slice"][k] for name in SYSTEMS} for k in result["base"]["per_slice"]
@@ -298,6 +299,30 @@ def evaluate(
     md = render_markdown(result, examples, runs, rows_scores, p.examples, reports)
     (reports / "eval.md").write_text(md, encoding="utf-8")
     return result
+
+
+def paired_intervals(
+    rows_scores: dict[str, list[dict[str, Any]]], runs: dict[str, dict[str, Any]], seed: int
+) -> dict[str, Any]:
+    """Fine-tuned minus base on the same rows, with paired bootstrap 95% intervals: ROUGE-L and BLEU in
+    points (BLEU per sentence: corpus BLEU is not a mean over rows), perplexity as a ratio."""
+    import math
+
+    from supportlm.evaluate import intervals
+
+    ft, base = rows_scores["finetuned"], rows_scores["base"]
+    out: dict[str, Any] = {
+        "rougeL_points": intervals.paired_difference([r["rougeL"] for r in ft], [r["rougeL"] for r in base],
+                                                     scale=100, seed=seed),
+        "sentence_bleu": intervals.paired_difference([r["bleu"] for r in ft], [r["bleu"] for r in base], seed=seed),
+    }  # fmt: skip
+    nll_ft, nll_base = runs["finetuned"]["nll"], runs["base"]["nll"]
+    if nll_ft is not None and nll_base is not None:
+        d = intervals.paired_ratio_difference([a for a, _ in nll_ft], [a for a, _ in nll_base], [n for _, n in nll_ft],
+                                              seed=seed)  # fmt: skip
+        out["perplexity_ratio"] = {"ratio": math.exp(d["delta"]), "low": math.exp(d["low"]),
+                                   "high": math.exp(d["high"]), "n": d["n"]}  # fmt: skip
+    return out
 
 
 def run_evaluate(params: Params, paths: Paths) -> dict[str, Any]:

@@ -30,14 +30,14 @@ from supportlm.inference.prompts import reply_ids
 SPEED_TOKENS = 32  # HF decode-rate probe length: the per-token cost is flat, a longer probe only costs time
 
 
-def _text_scores(replies: Sequence[str], examples: Sequence[m.Example]) -> dict[str, float]:
+def _text_scores(replies: Sequence[str], examples: Sequence[m.Example]) -> dict[str, Any]:
+    """BLEU, mean ROUGE-1/2/L and the per-row ROUGE-L (`row_rougeL`, for the paired intervals)."""
     refs = [e.reference for e in examples]
-    r = m.rouge(replies, refs)
+    rows = m.rouge_rows(replies, refs)
     return {
         "bleu": m.bleu(replies, refs),
-        "rouge1": r["rouge1"],
-        "rouge2": r["rouge2"],
-        "rougeL": r["rougeL"],
+        **{k: sum(r[k] for r in rows) / len(rows) for k in ("rouge1", "rouge2", "rougeL")},
+        "row_rougeL": [r["rougeL"] for r in rows],
     }
 
 
@@ -91,6 +91,7 @@ def evaluate_hf(
         "format": fmt,
         "size_bytes": int(size_bytes),
         "perplexity": m.perplexity(sum(a for a, _ in nll), sum(b for _, b in nll)),
+        "row_nll": [list(x) for x in nll],
         **_text_scores([g.text for g in gens], examples),
         "tokens_per_s": speed["tokens_per_s"],
         "ttft_ms": speed["ttft_ms"],
@@ -155,6 +156,7 @@ def evaluate_gguf(
         "format": fmt,
         "size_bytes": path.stat().st_size,
         "perplexity": m.perplexity(sum(a for a, _ in nll), sum(b for _, b in nll)),
+        "row_nll": [list(x) for x in nll],
         **_text_scores([g.text for g in gens], examples),
         "tokens_per_s": statistics.median(rates) if rates else None,
         "ttft_ms": 1000 * statistics.median(ttft) if ttft else None,

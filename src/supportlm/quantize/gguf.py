@@ -64,9 +64,14 @@ def convert(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", time
 
 
 def quantize(
-    src: str | Path, out_path: str | Path, qtype: str, threads: int | None = None, timeout: int = 1800
+    src: str | Path,
+    out_path: str | Path,
+    qtype: str,
+    threads: int | None = None,
+    timeout: int = 1800,
+    imatrix: str | Path | None = None,
 ) -> dict:
-    """GGUF (f16/f32) -> GGUF `qtype` with the project's llama-quantize."""
+    """GGUF (f16/f32) -> GGUF `qtype` with the project's llama-quantize (`imatrix`: calibrated rounding)."""
     from supportlm import llamacpp
 
     src, out_path = Path(src), Path(out_path)
@@ -75,7 +80,7 @@ def quantize(
     tmp = out_path.with_name(out_path.name + ".tmp")
     t0 = time.perf_counter()
     exe = llamacpp.tool("llama-quantize")
-    cmd = [str(exe), str(src), str(tmp), qtype.upper()]
+    cmd = [str(exe), *(["--imatrix", str(imatrix)] if imatrix else []), str(src), str(tmp), qtype.upper()]
     if threads:
         cmd.append(str(threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -92,6 +97,7 @@ def quantize(
         "size_bytes": out_path.stat().st_size,
         "seconds": round(time.perf_counter() - t0, 2),
         "via": "llama-quantize",
+        "imatrix": str(imatrix) if imatrix else None,
     }
 
 
@@ -107,12 +113,18 @@ def export(
         if t == "f16":
             continue
         files[t] = quantize(f16, out_dir / f"{stem}-{t}.gguf", t, threads)
-    # drop stale variants from earlier params (dvc out dir = exactly what params ask for)
-    keep = {Path(v["path"]).name for v in files.values()}
-    for old in out_dir.glob(f"{stem}-*.gguf"):
-        if old.name not in keep:
-            old.unlink()
     return files
+
+
+def prune(out_dir: str | Path, keep: set[str], pattern: str = "*") -> list[str]:
+    """Delete files in out_dir matching `pattern` whose names are not in `keep` (stale variants from earlier
+    params: the DVC out dir holds exactly what the params ask for); returns the names removed."""
+    removed = []
+    for old in Path(out_dir).glob(pattern):
+        if old.is_file() and old.name not in keep:
+            old.unlink()
+            removed.append(old.name)
+    return sorted(removed)
 
 
 def file_size(path: str | Path) -> int:
@@ -124,4 +136,4 @@ def file_size(path: str | Path) -> int:
     return p.stat().st_size
 
 
-__all__ = ["convert", "export", "file_size", "quantize"]
+__all__ = ["convert", "export", "file_size", "prune", "quantize"]

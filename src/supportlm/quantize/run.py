@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,18 +34,19 @@ from typing import Any
 from supportlm import llamacpp
 from supportlm.config import Params
 from supportlm.errors import DataError
+from supportlm.evaluate import intervals
 from supportlm.evaluate import metrics as m
 from supportlm.evaluate.inputs import stratified_sample
 from supportlm.inference.prompts import prompt_ids
 from supportlm.inference.threads import resolve_threads
 from supportlm.io import read_rows
 from supportlm.logs import ensure_logging
-from supportlm.paths import Paths
-from supportlm.quantize import compare, gguf, torch_quant
-from supportlm.render import Code, Document, Strong, Table, fmt, pct, signed
+from supportlm.paths import LOOKUP_CACHE, SERVED_GGUF, SERVED_INFO, Paths
+from supportlm.quantize import compare, gguf, llama_tools, select, torch_quant
+from supportlm.quantize.report import plot, render_markdown
 from supportlm.runtime import cpu_info, run_in_child
 
-TARGET_VARIANT, REFERENCE_VARIANT = "q4_k_m", "f16"
+REFERENCE_VARIANT = "f16"
 log = logging.getLogger("supportlm.quantize")
 
 
@@ -80,6 +83,7 @@ def quantize_and_compare(
     p: Any,
     base_model_id: str = "",
     params_hash: str = "",
+    train_path: Path | None = None,
 ) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer
@@ -97,18 +101,30 @@ def quantize_and_compare(
     examples = [
         m.to_example(r) for r in stratified_sample(read_rows(test_path, "format"), p.eval_rows, p.seed)
     ]
+    # the reference rows are the sample's first rows (round-robin over intents, so stratified too)
+    ref_examples = examples[: p.reference_rows]
     tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
     prompts = [prompt_ids(tokenizer, e.prompt, p.n_ctx // 2) for e in examples]
+    ref_prompts = prompts[: len(ref_examples)]
+    timing: dict[str, float] = {}
 
-    # 1. files
+    # 1. files: f16 + the plain types, then the calibrated ones
     t0 = time.perf_counter()
     files = gguf.export(merged_dir, gguf_dir, [t for t in p.gguf_types if t != "f16"], threads=p.threads)
-    export_s = time.perf_counter() - t0
-    log.info(
-        "GGUF export in %.0f s: %s",
-        export_s,
-        ", ".join(f"{k} {v['size_bytes'] / 1e6:,.1f} MB" for k, v in files.items()),
-    )
+    timing["export_s"] = round(time.perf_counter() - t0, 1)
+    calibration = None
+    if p.imatrix.types:
+        calibration, calibrated = calibrate(files["f16"]["path"], gguf_dir, train_path, p)
+        files.update(calibrated)
+        timing["imatrix_s"] = calibration["seconds"]
+    log.info("GGUF files: %s", ", ".join(f"{k} {v['size_bytes'] / 1e6:,.1f} MB" for k, v in files.items()))
+    lookup = None
+    if p.lookup_cache:
+        t0 = time.perf_counter()
+        lookup = build_lookup(Path(files["f16"]["path"]), gguf_dir, train_path, test_path, {e.id for e in examples})
+        timing["lookup_s"] = round(time.perf_counter() - t0, 1)
+        log.info("n-gram cache %s: %.1f MB; held-out draft acceptance %s", lookup["path"], lookup["size_bytes"] / 1e6,
+                 f"{lookup['stats']['acceptance']:.1%}" if lookup["stats"]["acceptance"] is not None else "n/a")  # fmt: skip
 
     variants: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -117,24 +133,13 @@ def quantize_and_compare(
     t0 = time.perf_counter()
     model, ref_dtype = reference_model(merged_dir)
     load_s = time.perf_counter() - t0
-    variants.append(
-        compare.evaluate_hf(
-            ref_dtype,
-            f"hf-safetensors-{ref_dtype}",
-            model,
-            tokenizer,
-            examples,
-            prompts,
-            p,
-            gguf.file_size(merged_dir),
-            load_s,
-        )
-    )
+    variants.append(compare.evaluate_hf(ref_dtype, f"hf-safetensors-{ref_dtype}", model, tokenizer, ref_examples,
+                                        ref_prompts, p, gguf.file_size(merged_dir), load_s))  # fmt: skip
     _log_variant(variants[-1])
     del model
     gc.collect()
 
-    # 3. GGUF
+    # 3. GGUF, every variant on every eval row
     for qtype, info in files.items():
         # in a child process: a crash in llama.cpp's native code (SIGILL from a build for another CPU,
         # ...) becomes an error naming the variant and the signal, not a dead stage
@@ -146,9 +151,10 @@ def quantize_and_compare(
             )
         )
         variants[-1]["convert_s"] = info["seconds"]
+        variants[-1]["imatrix"] = bool(info.get("imatrix"))
         _log_variant(variants[-1])
 
-    # 4. torch quantizers
+    # 4. torch quantizers, on the reference rows
     for name in p.torch_variants:
         try:
             model, info = torch_quant.load(name, merged_dir)
@@ -156,44 +162,59 @@ def quantize_and_compare(
             skipped.append({"name": name, "reason": str(why)})
             log.info("%-7s skipped: %s", name, why)
             continue
-        variants.append(
-            compare.evaluate_hf(
-                name,
-                info.pop("format"),
-                model,
-                tokenizer,
-                examples,
-                prompts,
-                p,
-                info.pop("size_bytes"),
-                info.pop("load_s"),
-                extra=info,
-            )
-        )
+        variants.append(compare.evaluate_hf(name, info.pop("format"), model, tokenizer, ref_examples, ref_prompts, p,
+                                            info.pop("size_bytes"), info.pop("load_s"), extra=info))  # fmt: skip
         _log_variant(variants[-1])
         del model
         gc.collect()
 
+    # 5. KL-divergence of every GGUF variant vs f16 on held-out test replies (not the eval rows)
+    t0 = time.perf_counter()
+    kld = kl_divergence(files, gguf_dir, test_path, {e.id for e in examples}, p)
+    timing["kld_s"] = round(time.perf_counter() - t0, 1)
+    for v in variants:
+        if v["name"] in kld["variants"]:
+            v["kld"] = kld["variants"][v["name"]]
+            v["kl_divergence"] = v["kld"]["mean_kld"]
+
     result = summarize(variants, p)
     replies = {v["name"]: v.pop("replies") for v in variants}
+    for v in variants:
+        v.pop("row_rougeL")
+        v.pop("row_nll")
+
+    # 6. the serving rule -> models/gguf/model-served.gguf + served.json
+    choice = select.choose(variants, p.rouge_drop_target, p.speed_tie)
+    served = select.publish(gguf_dir, choice, Path(files[choice["variant"]]["path"]))
+    log.info("served: %s (%s)", served["variant"], served["rule"])
+    keep = {Path(v["path"]).name for v in files.values()} | {SERVED_GGUF, SERVED_INFO}
+    keep |= {IMATRIX_FILE} if calibration else set()
+    keep |= {LOOKUP_CACHE} if lookup else set()
+    gguf.prune(gguf_dir, keep)
+    result["served"] = {"name": served["variant"], "rule": served["rule"], "file": served["file"],
+                        "rouge_drop_target": p.rouge_drop_target, "speed_tie": p.speed_tie,
+                        "served_file": str(gguf_dir / SERVED_GGUF), "candidates": served["candidates"]}  # fmt: skip
+    result["targets"] = targets(variants, served["variant"], p)
+
     result.update(
         {
             "skipped": skipped,
             "slice": {
                 "rows": len(examples),
+                "reference_rows": len(ref_examples),
                 "seed": p.seed,
                 "max_new_tokens": p.max_new_tokens,
                 "test_file": str(test_path),
                 "ids": [e.id for e in examples],
             },
             "files": {k: v["path"] for k, v in files.items()},
+            "imatrix": calibration,
+            "lookup_cache": lookup,
+            "kld": {k: v for k, v in kld.items() if k != "variants"},
             "params_hash": params_hash,
             "base_model": base_model_id,
-            "timing": {
-                "export_s": round(export_s, 1),
-                "total_s": round(time.perf_counter() - t_start, 1),
-                "torch_threads": torch.get_num_threads(),
-            },
+            "timing": {**timing, "total_s": round(time.perf_counter() - t_start, 1),
+                       "torch_threads": torch.get_num_threads()},
             "peak_rss_mb": peak_rss_mb(),
             "hardware": {"cpu": cpu_info(), "llama_cpp": llamacpp.build_info()},
         }
@@ -207,44 +228,97 @@ def quantize_and_compare(
     return result
 
 
+IMATRIX_FILE = "imatrix.gguf"  # kept in models/gguf: the calibration the -imat variants were made with
+
+
+def calibrate(f16: str, gguf_dir: Path, train_path: Path | None, p: Any) -> tuple[dict[str, Any], dict[str, dict]]:
+    """llama-imatrix on the training replies, then each `imatrix.types` as variant `<type>-imat`."""
+    if train_path is None:
+        raise DataError("quantize.imatrix.types needs the training split (data/formatted/train.jsonl)")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="supportlm-imatrix-") as tmp:
+        corpus = Path(tmp) / "train_replies.txt"
+        # enough text for the chunks asked for (~4 characters per token, twice over), not the whole split
+        replies = llama_tools.write_replies(train_path, corpus, max_chars=8 * p.imatrix.chunks * p.imatrix.ctx)
+        info = llama_tools.imatrix(Path(f16), corpus, gguf_dir / IMATRIX_FILE, chunks=p.imatrix.chunks,
+                                   ctx=p.imatrix.ctx, threads=p.threads)  # fmt: skip
+    files = {f"{t}-imat": gguf.quantize(f16, gguf_dir / f"model-{t}-imat.gguf", t, p.threads,
+                                        imatrix=gguf_dir / IMATRIX_FILE) for t in p.imatrix.types}  # fmt: skip
+    info.update({"corpus": f"{train_path} assistant replies ({replies:,} replies written)",
+                 "types": list(p.imatrix.types), "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
+    return info, files
+
+
+def build_lookup(f16: Path, gguf_dir: Path, train_path: Path | None, test_path: Path, exclude: set[str]) -> dict:
+    """The n-gram cache of every training reply (llama-lookup-create) and its acceptance on held-out replies."""
+    if train_path is None:
+        raise DataError("quantize.lookup_cache needs the training split (data/formatted/train.jsonl)")
+    with tempfile.TemporaryDirectory(prefix="supportlm-lookup-") as tmp:
+        corpus, heldout = Path(tmp) / "train_replies.txt", Path(tmp) / "heldout_replies.txt"
+        replies = llama_tools.write_replies(train_path, corpus)
+        info = llama_tools.lookup_cache(f16, corpus, gguf_dir / LOOKUP_CACHE)
+        llama_tools.write_replies(test_path, heldout, exclude_ids=exclude, max_chars=200_000)
+        info["stats"] = llama_tools.lookup_stats(f16, heldout, gguf_dir / LOOKUP_CACHE, ctx=512)
+    info["corpus"] = f"{train_path} assistant replies ({replies:,})"
+    info["stats"]["text"] = f"{test_path} assistant replies outside the eval slice (first 200K characters)"
+    return info
+
+
+def kl_divergence(files: dict[str, dict], gguf_dir: Path, test_path: Path, exclude: set[str], p: Any) -> dict:
+    """llama-perplexity KL-divergence of every non-f16 GGUF file vs f16 on test replies outside the eval rows."""
+    with tempfile.TemporaryDirectory(prefix="supportlm-kld-text-") as tmp:
+        text = Path(tmp) / "heldout_replies.txt"
+        llama_tools.write_replies(test_path, text, exclude_ids=exclude, max_chars=8 * p.kld.chunks * p.kld.ctx)
+        out = llama_tools.kl_divergence(
+            Path(files["f16"]["path"]), {k: Path(v["path"]) for k, v in files.items() if k != "f16"}, text,
+            chunks=p.kld.chunks, ctx=p.kld.ctx, threads=p.threads,
+        )  # fmt: skip
+    out["text"] = f"{test_path} assistant replies outside the eval slice"
+    return out
+
+
 def summarize(variants: list[dict[str, Any]], p: Any) -> dict[str, Any]:
-    """Size reductions vs f16/fp32, the per-variant `overall` dict and the met/missed targets."""
+    """Size reductions, paired intervals vs f16 (ROUGE-L points, perplexity ratio) and the `overall` dict.
+
+    Every variant is paired with f16 on the rows both answered: the GGUF variants on every eval row, the HF
+    reference and torch variants on the first `reference_rows` (their row lists are shorter).
+    """
     by = {v["name"]: v for v in variants}
     f16, fp32 = by.get(REFERENCE_VARIANT), by.get("fp32")
     for v in variants:
+        v["rows"] = len(v["row_rougeL"])
         v["reduction_vs_f16"] = 1 - v["size_bytes"] / f16["size_bytes"] if f16 else None
         v["reduction_vs_fp32"] = 1 - v["size_bytes"] / fp32["size_bytes"] if fp32 else None
-        if f16:
-            v["rougeL_delta_vs_f16_points"] = 100 * (v["rougeL"] - f16["rougeL"])
-    targets = []
-    q = by.get(TARGET_VARIANT)
-    if q and f16:
-        red = q["reduction_vs_f16"]
-        targets.append(
-            {
-                "name": f"{TARGET_VARIANT} size reduction vs f16",
-                "goal": f">= {p.size_reduction_target:.0%}",
-                "measured": red,
-                "met": red >= p.size_reduction_target,
-            }
-        )
-        drop = -q["rougeL_delta_vs_f16_points"]
-        targets.append(
-            {
-                "name": f"{TARGET_VARIANT} ROUGE-L drop vs f16 (points)",
-                "goal": f"<= {p.rouge_drop_target:g}",
-                "measured": drop,
-                "met": drop <= p.rouge_drop_target,
-            }
-        )
-    keys = ("format", "size_bytes", "perplexity", "bleu", "rougeL", "tokens_per_s")
+        if not f16:
+            continue
+        n = v["rows"]
+        rl = intervals.paired_difference(v["row_rougeL"], f16["row_rougeL"][:n], scale=100, seed=p.seed)
+        v["rougeL_vs_f16"] = rl
+        v["rougeL_delta_vs_f16_points"] = rl["delta"]
+        v["rougeL_delta_ci"] = [rl["low"], rl["high"]]
+        nll = intervals.paired_ratio_difference([a for a, _ in v["row_nll"]], [a for a, _ in f16["row_nll"][:n]],
+                                                [b for _, b in v["row_nll"]], seed=p.seed)  # fmt: skip
+        v["perplexity_ratio_vs_f16"] = {"ratio": math.exp(nll["delta"]), "low": math.exp(nll["low"]),
+                                        "high": math.exp(nll["high"]), "n": n}  # fmt: skip
+    keys = ("format", "size_bytes", "perplexity", "bleu", "rougeL", "tokens_per_s", "rows")
     return {
         "variants": variants,
         "overall": {v["name"]: {k: v[k] for k in keys} for v in variants},
-        "targets": targets,
-        "q4_k_m_rougeL_delta_vs_f16_points": q.get("rougeL_delta_vs_f16_points") if q else None,
-        "q4_k_m_reduction_vs_f16": q.get("reduction_vs_f16") if q else None,
     }
+
+
+def targets(variants: list[dict[str, Any]], served: str, p: Any) -> list[dict[str, Any]]:
+    """The served variant's size reduction and ROUGE-L interval against the quantize targets."""
+    v = {x["name"]: x for x in variants}.get(served)
+    if v is None or v.get("reduction_vs_f16") is None:
+        return []
+    low = v["rougeL_delta_ci"][0]
+    return [
+        {"name": f"served ({served}) size reduction vs f16", "goal": f">= {p.size_reduction_target:.0%}",
+         "measured": v["reduction_vs_f16"], "met": v["reduction_vs_f16"] >= p.size_reduction_target},
+        {"name": f"served ({served}) ROUGE-L vs f16, 95% interval low end (points)",
+         "goal": f">= -{p.rouge_drop_target:g}", "measured": low, "met": low >= -p.rouge_drop_target},
+    ]  # fmt: skip
 
 
 def run_quantize(params: Params, paths: Paths) -> dict[str, Any]:
@@ -260,152 +334,8 @@ def run_quantize(params: Params, paths: Paths) -> dict[str, Any]:
         p=params.quantize,
         base_model_id=params.base_model.base,
         params_hash=params_hash(params.quantize),
+        train_path=paths.formatted / "train.jsonl",
     )
-
-
-# ---------------------------------------------------------------- report
-
-NOTES = (
-    "Notes: k-quants need rows that are multiples of 256 values; tensors that are not (576-wide in "
-    "SmolLM2-135M) fall back to legacy quant types inside llama-quantize, so q4_k_m saves less here than "
-    "on 7B models. bitsandbytes sizes are the saved safetensors (quantized weights + fp16/fp32 "
-    "norms/embeddings)."
-)
-
-
-def render_markdown(
-    result: dict[str, Any], examples: list[m.Example], replies: dict[str, list[str]], reports: Path
-) -> str:
-    """reports/quantization.md (images relative to `reports`)."""
-    return build_document(result, examples, replies).to_md(reports)
-
-
-def build_document(
-    result: dict[str, Any], examples: list[m.Example], replies: dict[str, list[str]]
-) -> Document:
-    """The variants table, the targets, what was skipped, the plots, one example replied by every variant."""
-    s = result["slice"]
-    doc = Document()
-    doc.h(1, "Quantization: size, accuracy and speed")
-    doc.p(
-        f"Every variant on the same {s['rows']} test rows (seed {s['seed']}), greedy, max {s['max_new_tokens']} "
-        "new tokens; perplexity of the reference replies. tok/s = single-stream decode (after the first token). "
-        f"Base model `{result['base_model']}`; params hash `{result['params_hash']}`; stage time "
-        f"{result['timing']['total_s']:.0f} s."
-    )
-    _variants_table(doc, result["variants"])
-    if result["targets"]:
-        doc.h(2, "Targets")
-        doc.add(Table(["target", "goal", "measured", ""], [_target_row(t) for t in result["targets"]], {2},
-                      status_col=3))  # fmt: skip
-    if result["skipped"]:
-        doc.h(2, "Skipped on this host")
-        doc.bullets([Code(x["name"]), f": {x['reason']}"] for x in result["skipped"])
-    doc.h(2, "Plots")
-    for x in result["plots"]:
-        doc.image(Path(x).resolve(), Path(x).stem)
-    if examples:
-        e = examples[0]
-        doc.h(2, f"Example (`{e.id}`, {e.intent})")
-        rows = [("reference", e.reference), *((name, r[0]) for name, r in replies.items())]
-        doc.table(["variant", "reply"], [(name, _clip(text)) for name, text in rows])
-    doc.p(NOTES)
-    return doc
-
-
-def _variants_table(doc: Document, variants: list[dict[str, Any]]) -> None:
-    """One row per variant; size change vs f16/fp32 as a signed percentage (a 60% reduction is -60%)."""
-    head = ["variant", "format", "size (MB)", "vs f16", "vs fp32", "perplexity ↓", "BLEU", "ROUGE-L",
-            "Δ ROUGE-L vs f16 (pts)", "tok/s", "TTFT (ms)", "load (s)"]  # fmt: skip
-    rows = [
-        [v["name"], v["format"], fmt(_scaled(v["size_bytes"], 1e-6), ",.1f"),
-         fmt(_scaled(v["reduction_vs_f16"], -1), "+.0%"), fmt(_scaled(v["reduction_vs_fp32"], -1), "+.0%"),
-         fmt(v["perplexity"], ".2f"), fmt(v["bleu"], ".2f"), fmt(v["rougeL"], ".3f"),
-         signed(v.get("rougeL_delta_vs_f16_points"), 2), fmt(v["tokens_per_s"], ".1f"),
-         fmt(v.get("ttft_ms"), ".0f"), fmt(v["load_s"], ".2f")]
-        for v in variants
-    ]  # fmt: skip
-    doc.table(head, rows, align_right=range(2, len(head)))
-
-
-def _scaled(x: float | None, factor: float) -> float | None:
-    return None if x is None else x * factor
-
-
-def _clip(text: str, limit: int = 400) -> str:
-    """A reply for a table cell: cut at `limit` characters, "_(empty)_" when empty."""
-    return (text if len(text) <= limit else text[: limit - 1] + "…") or "_(empty)_"
-
-
-def _target_row(t: dict[str, Any]) -> list[Any]:
-    measured = pct(t["measured"]) if "reduction" in t["name"] else fmt(t["measured"], ".2f")
-    return [t["name"], t["goal"], measured, "met" if t["met"] else Strong("missed")]
-
-
-def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """ROUGE-L and perplexity vs size (marker area ~ decode tok/s), and decode speed bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vs = result["variants"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    tps = [v["tokens_per_s"] or 0 for v in vs]
-    scale = 600 / max(max(tps), 1)
-    colors = [
-        "#444" if v["format"].startswith("hf") else "#1f77b4" if v["format"].startswith("gguf") else "#d62728"
-        for v in vs
-    ]
-    sizes = [v["size_bytes"] / 1e6 for v in vs]
-    for ax, key, label in (
-        (axes[0], "rougeL", "ROUGE-L (higher is better)"),
-        (axes[1], "perplexity", "perplexity of reference (lower is better)"),
-    ):
-        ax.scatter(
-            [v["size_bytes"] / 1e6 for v in vs],
-            [v[key] for v in vs],
-            s=[30 + t * scale for t in tps],
-            c=colors,
-            alpha=0.7,
-            edgecolors="k",
-        )
-        for v in vs:
-            ax.annotate(
-                v["name"],
-                (v["size_bytes"] / 1e6, v[key]),
-                textcoords="offset points",
-                xytext=(6, 6),
-                fontsize=8,
-            )
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xticks(
-            [
-                t
-                for t in (1, 2, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000, 15000)
-                if min(sizes) / 1.3 <= t <= max(sizes) * 1.3
-            ]
-            or [min(sizes)]
-        )
-        ax.set_xlabel("size (MB, log)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_title("accuracy vs size (area = decode tok/s)")
-    axes[1].set_title("perplexity vs size")
-    axes[2].barh([v["name"] for v in vs], tps, color=colors)
-    for i, t in enumerate(tps):
-        axes[2].text(t, i, f" {t:.0f}", va="center", fontsize=8)
-    axes[2].set_xlabel("single-stream decode tok/s")
-    axes[2].set_title("speed (black: HF fp32, blue: GGUF, red: bnb)")
-    fig.tight_layout()
-    path = out_dir / "size_accuracy_speed.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
 
 
 __all__ = ["quantize_and_compare", "run_quantize", "summarize"]

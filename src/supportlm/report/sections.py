@@ -218,7 +218,21 @@ def section_train(t: dict[str, Any], reports: Path, max_rows: int) -> list[Block
         blocks.append(Table(["step", "val loss"], rows, align_right={0, 1},
                             note=f"Validation curve ({len(curve)} evaluations"
                                  + (f", first {max_rows} shown)" if len(curve) > max_rows else ")")))  # fmt: skip
-    return blocks + startup_blocks(load_json(reports / "train_startup.json")) + stage_plots(reports, "train")
+    return (blocks + startup_blocks(load_json(reports / "train_startup.json"))
+            + precision_blocks(load_json(reports / "train_precision.json")) + stage_plots(reports, "train"))  # fmt: skip
+
+
+def precision_blocks(s: dict[str, Any] | None) -> list[Block]:
+    """scripts/train_precision.py's run (outside the graph): bf16 autocast against fp32 on this CPU."""
+    if not s or "_error" in s or not s.get("runs"):
+        return []
+    cpu = s.get("cpu") or {}
+    rows = [[prec, num(r.get("tokens_per_s"), ",.1f"), num(r.get("best_val_loss"), ".4f"), num(r.get("wall_s"), ",.0f")]
+            for prec, r in s["runs"].items()]  # fmt: skip
+    native = "native bf16" if s.get("native_bf16") else "no native bf16 (emulated)"
+    return [Table(["train.precision", "useful tokens/s", "best val loss", "wall s"], rows, align_right={1, 2, 3},
+                  note=f"bf16 autocast vs fp32 (reports/train_precision.json; {cpu.get('model', '?')}, {native}): "
+                       f"{num(s.get('speedup'))}x tokens/s, val loss {100 * (s.get('val_loss_rel_diff') or 0):+.2f}%")]  # fmt: skip
 
 
 def startup_blocks(s: dict[str, Any] | None) -> list[Block]:
@@ -326,13 +340,19 @@ def section_human(reports: Path, max_rows: int) -> list[Block] | None:
 @json_section("quant", "Quantization", "quantization.json", "quantize")
 def section_quant(q: dict[str, Any], reports: Path, max_rows: int) -> list[Block]:
     blocks: list[Block] = details_para(reports, ["quantization.md"])
+    served = q.get("served") or {}
+    if served:
+        blocks.append(Para(["Served: ", Code(str(served.get("name"))), f" (rule: {served.get('rule')})."]))
     rows = []
     for v in (q.get("variants") or [])[:max_rows]:
-        rows.append([v.get("name", "?"), str(v.get("format", "")), num((v.get("size_bytes") or 0) / 1e6, ",.1f"),
-                     pct(v.get("reduction_vs_f16")), num(v.get("perplexity")), num(v.get("bleu")),
-                     num(v.get("rougeL")), num(v.get("tokens_per_s"), ",.1f")])  # fmt: skip
-    blocks.append(Table(["variant", "format", "size MB", "reduction vs f16", "perplexity", "BLEU", "ROUGE-L",
-                         "tokens/s"], rows, align_right={2, 3, 4, 5, 6, 7}))  # fmt: skip
+        ci = v.get("rougeL_delta_ci")
+        rows.append([v.get("name", "?"), num(v.get("rows")), num((v.get("size_bytes") or 0) / 1e6, ",.1f"),
+                     pct(v.get("reduction_vs_f16")), num(v.get("perplexity")), num(v.get("rougeL")),
+                     f"{v.get('rougeL_delta_vs_f16_points', 0):+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "–",
+                     num(v.get("kl_divergence"), ".4f"), num(v.get("tokens_per_s"), ",.1f")])  # fmt: skip
+    blocks.append(Table(["variant", "rows", "size MB", "reduction vs f16", "perplexity", "ROUGE-L",
+                         "Δ ROUGE-L vs f16 (pts, 95%)", "mean KLD vs f16", "tokens/s"], rows,
+                        align_right={1, 2, 3, 4, 5, 6, 7, 8}))  # fmt: skip
     skipped = q.get("skipped") or []
     if skipped:
         blocks.append(Para("Skipped: " + "; ".join(f"{s.get('name')}: {s.get('reason')}" for s in skipped)))

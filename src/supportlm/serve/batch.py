@@ -1,7 +1,7 @@
 """Offline batch inference: JSONL in -> JSONL out, resumable; HF model dir or GGUF file.
 
     supportlm batch data/formatted/test.jsonl out/replies.jsonl --model models/merged
-    supportlm batch requests.jsonl out/replies.jsonl --model models/gguf/model-q4_k_m.gguf
+    supportlm batch requests.jsonl out/replies.jsonl --model models/gguf/model-served.gguf
 
 Input rows (one JSON object per line):
     {"id": "a1", "messages": [{"role": "user", "content": "..."}, ...]}   # chat; or

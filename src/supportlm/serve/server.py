@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from supportlm.errors import ConfigError, MissingDependencyError, SupportLMError
+from supportlm.paths import LOOKUP_CACHE
 from supportlm.runtime import describe_exit, signal_fix
 from supportlm.serve.engines import Engine, engine_from_settings, redact_url
 from supportlm.serve.logging import JsonFormatter
@@ -123,8 +124,22 @@ def engine_command(settings: ServeSettings, model_path: Path) -> list[str]:
         "--ubatch-size",
         str(llama.ubatch_size),
         "--metrics",  # llama-server's own Prometheus endpoint, for the engine dashboard
+        *lookup_args(llama.lookup_cache, model_path),
         *llama.extra_args,
     ]
+
+
+def lookup_args(enabled: bool, model_path: Path) -> list[str]:
+    """`--spec-type ngram-cache --lookup-cache-static <model dir>/lookup-static.bin` when serve.llama.lookup_cache
+    is on and the cache is there (the bundled fallback model has none: served without, and the log says so)."""
+    if not enabled:
+        return []
+    cache = Path(model_path).parent / LOOKUP_CACHE
+    if not cache.is_file():
+        log.warning("serve.llama.lookup_cache is on but %s is missing (run `dvc repro quantize`); no lookup drafts",
+                    cache)  # fmt: skip
+        return []
+    return ["--spec-type", "ngram-cache", "--lookup-cache-static", str(cache)]
 
 
 # ---------------------------------------------------------------- the engine child
