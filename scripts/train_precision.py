@@ -45,11 +45,12 @@ def onednn_kernels() -> dict[str, Any]:
     """Which oneDNN implementation a bf16 matmul under CPU autocast runs (a child process, so a crash is reported)."""
     env = os.environ | {"ONEDNN_VERBOSE": "1", "DNNL_VERBOSE": "1"}
     proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300, check=False)
-    impls = sorted({line.split(",")[5] for line in proc.stdout.splitlines()
-                    if line.startswith("onednn_verbose") and ",exec," in line and len(line.split(",")) > 5})  # fmt: skip
-    isa = next((line.split("cpu,runtime:", 1)[0] + line for line in proc.stdout.splitlines() if "ISA:" in line), None)
+    lines = [ln.split(",") for ln in proc.stdout.splitlines() if ln.startswith("onednn_verbose")]
+    # "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,..." -> brg_matmul:avx512_core_bf16
+    impls = sorted({f[6] for f in lines if len(f) > 6 and f[2:4] == ["primitive", "exec"]})
+    isa = next((",".join(f[4:]).removeprefix("isa:") for f in lines if len(f) > 4 and f[4].startswith("isa:")), None)
     capability = next((line.split()[1] for line in proc.stdout.splitlines() if line.startswith("capability")), None)
-    return {"exit": describe_exit(proc.returncode), "implementations": impls, "isa_line": isa,
+    return {"exit": describe_exit(proc.returncode), "implementations": impls, "isa": isa,
             "torch_cpu_capability": capability, "stderr_tail": proc.stderr[-500:] if proc.returncode else ""}  # fmt: skip
 
 
