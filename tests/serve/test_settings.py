@@ -56,6 +56,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "SUPPORTLM_LLAMA_CTX_SIZE": ("llama", "ctx_size"),
     "SUPPORTLM_LLAMA_BATCH_SIZE": ("llama", "batch_size"),
     "SUPPORTLM_LLAMA_UBATCH_SIZE": ("llama", "ubatch_size"),
+    "SUPPORTLM_LLAMA_LOOKUP_CACHE": ("llama", "lookup_cache"),
     "SUPPORTLM_LLAMA_EXTRA_ARGS": ("llama", "extra_args"),
     "SUPPORTLM_LIMITS_RATE_PER_S": ("limits", "rate_per_s"),
     "SUPPORTLM_LIMITS_BURST": ("limits", "burst"),
