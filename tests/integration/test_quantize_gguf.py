@@ -255,7 +255,8 @@ def test_quantize_stage_reports_a_sigill_with_binary_signal_and_fix(tools, tiny_
              "messages": [*e.prompt, {"role": "assistant", "content": e.reference}]} for e in _examples()]  # fmt: skip
     (proj / "data" / "formatted" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["quantize"].update(gguf_types=["q8_0"], torch_variants=[], eval_rows=2, max_new_tokens=4, speed_prompts=1)
+    params["quantize"].update(gguf_types=["q8_0"], torch_variants=[], eval_rows=2, reference_rows=2,
+                              max_new_tokens=4, speed_prompts=1)
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
     fake = _standin_that_dies_of_sigill(tmp_path / "bin", "llama-quantize")
     env = dict(os.environ, SUPPORTLM_LLAMA_BIN=str(fake.parent))
