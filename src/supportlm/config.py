@@ -571,6 +571,8 @@ class BenchTargets(Strict):
     gateway_overhead: Annotated[float, Field(ge=0)] = 0.05  # gateway vs engine p50 latency at concurrency 1
     batch_speedup: Annotated[float, Field(gt=0)] = 2.0  # tokens/s at concurrency 8 vs 1 (gateway)
     bandwidth_fraction: Annotated[float, Field(gt=0, le=1)] = 0.7  # decode tok/s vs the copy-bandwidth bound
+    # fixed work at the top bench.fixed level: gateway tokens/s over engine-direct tokens/s, at least this
+    gateway_throughput_ratio: Annotated[float, Field(gt=0, le=1)] = 0.95
 
 
 class BenchTuningParams(Strict):
@@ -582,6 +584,19 @@ class BenchTuningParams(Strict):
     # llama-server --spec-type values tried against `none` (no draft model needed: n-gram lookup)
     spec_types: list[str] = ["ngram-simple", "ngram-cache"]
     requests: Annotated[int, Field(ge=1)] = 6  # greedy requests per server config (same prompts for each)
+
+
+class BenchFixedParams(Strict):
+    """bench/fixed_load.py: identical work through the gateway and straight at the engine (fixed prompts,
+    exactly max_new_tokens per reply via ignore_eos), in interleaved round pairs: the gateway's cost."""
+
+    enabled: bool = True  # managed llama.cpp only (an external engine may not honour ignore_eos)
+    levels: list[Annotated[int, Field(ge=1)]] = [1, 8]  # users; 1 = the latency figure, the top = the ratio
+    pairs: Annotated[int, Field(ge=1)] = 8  # engine/gateway round pairs per level (ABBA order)
+    requests_per_user: Annotated[int, Field(ge=1)] = 4  # per round
+    prompts: Annotated[int, Field(ge=1)] = 8  # the first N of the bench's seeded prompt sample
+    profile: bool = True  # py-spy samples the gateway over one more round at the top level
+    profile_rate_hz: Annotated[int, Field(ge=1, le=1000)] = 200
 
 
 class BenchParams(Strict):
@@ -599,7 +614,9 @@ class BenchParams(Strict):
     variant_seconds: Annotated[float, Field(gt=0, le=600)] = 12.0
     stop_timeout_s: Annotated[float, Field(gt=0)] = 60.0  # in-flight requests finish after the run time
     warmup_requests: Annotated[int, Field(ge=0)] = 3
-    overhead_pairs: Annotated[int, Field(ge=0)] = 20  # interleaved engine/gateway pairs, ~2.5 s each (0 = skip)
+    # interleaved engine/gateway pairs of the Locust prompts, ~2.5 s each (0 = skip; bench.fixed measures the
+    # same overhead with fixed output lengths and wins in the targets)
+    overhead_pairs: Annotated[int, Field(ge=0)] = 0
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 100
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0  # greedy: both targets do the same work per prompt
     prompts: Annotated[int, Field(ge=1)] = 200  # seeded sample of the test split (conversation up to last user turn)
@@ -610,6 +627,7 @@ class BenchParams(Strict):
     decode_repeats: Annotated[int, Field(ge=1)] = 3
     fallback_bundled: bool = True  # no models/gguf yet: bundled SmolLM2 GGUF + llama-quantize'd copies
     tuning: BenchTuningParams = BenchTuningParams()
+    fixed: BenchFixedParams = BenchFixedParams()
     targets: BenchTargets = BenchTargets()
 
     @model_validator(mode="after")

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from supportlm.config import BaseModelParams, BenchParams, BenchTuningParams, ServeLlamaParams, ServeParams
+from supportlm.config import (
+    BaseModelParams,
+    BenchFixedParams,
+    BenchParams,
+    BenchTuningParams,
+    ServeLlamaParams,
+    ServeParams,
+)
 from supportlm.paths import Paths
 from supportlm.serve.settings import bundled_model_path
 from tests.stage_params import project_params
@@ -72,6 +79,7 @@ def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pyt
         stop_timeout_s=60, warmup_requests=1, overhead_pairs=2, max_new_tokens=32, prompts=16, threads=1,
         bandwidth_mb=64, bandwidth_repeats=2, decode_tokens=16, decode_repeats=1,
         tuning=BenchTuningParams(enabled=False),
+        fixed=BenchFixedParams(levels=[1, 2], pairs=2, requests_per_user=1, prompts=2, profile=True),
     )  # fmt: skip
     params = project_params(bench=bench, serve=ServeParams(llama=ServeLlamaParams(parallel=2, ctx_size=1024)),
                             base_model=BaseModelParams(base="bundled:smollm2-135m-instruct"))  # fmt: skip
@@ -98,7 +106,27 @@ def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pyt
     # 1 user alternates streamed and plain requests: TTFT is measured and shorter than the whole reply
     assert {"chat", "chat-stream"} <= set(runs["gateway", 1]["by_name"])
     assert 0 < runs["gateway", 1]["ttft_ms"] <= runs["gateway", 1]["p95_ms"]
-    assert len(result["targets"]) == 6 and all({"name", "goal", "measured", "met"} <= set(t)
+    # fixed work: real llama-server honours ignore_eos through the gateway, so every reply is exactly 32 tokens
+    fixed = result["fixed"]
+    assert set(fixed["levels"]) == {"1", "2"} and len(fixed["rounds"]) == 2 * 2 * 2
+    for users, lv in fixed["levels"].items():
+        for t in ("engine", "gateway"):
+            x = lv[t]
+            assert x["errors"] == 0 and x["short_replies"] == 0, (users, t, x)
+            assert x["requests"] == 2 * int(users) and x["ms_per_100_tokens_p50"] > 0, (users, t, x)
+            assert x["cpu_ms_per_100_tokens"]["engine"] > 0, (users, t, x)  # llama-server found and measured
+        assert 0.3 < lv["tokens_per_s_ratio"]["ratio"] < 3 and lv["tokens_per_s_ratio"]["n"] == 2
+        assert lv["gateway"]["cpu_ms_per_100_tokens"]["gateway"] > lv["engine"]["cpu_ms_per_100_tokens"]["gateway"]
+    for r in fixed["rounds"]:
+        assert r["tokens"] == r["requests"] * 32, r
+    prof = fixed["profile"]
+    assert prof.get("samples", 0) > 0 or prof.get("skipped"), prof  # py-spy may be refused ptrace: said so
+    if prof.get("samples"):
+        assert abs(sum(x["share"] for x in prof["by_library"]) - 1) < 0.01
+    by_name = {t["name"]: t for t in result["targets"]}
+    assert any(n.startswith("latency per 100 generated tokens") and "fixed work: 32-token replies" in n for n in by_name)
+    assert any(n.startswith("gateway/engine tokens/s (2 users") for n in by_name)
+    assert len(result["targets"]) == 7 and all({"name", "goal", "measured", "met"} <= set(t)
                                                for t in result["targets"])  # fmt: skip
     assert result["bandwidth"]["gb_s"] > 0 and result["decode"]["q4_1"]["tokens_per_s"] > 0
     assert result["hardware"]["llama_threads"] == 1
@@ -110,7 +138,8 @@ def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pyt
     assert on_disk["runs"] == result["runs"] and on_disk["params_hash"] and on_disk["base_model"]
     md = (reports / "bench.md").read_text()
     assert "## Targets" in md and "## Runs" in md
-    for name in ("latency.png", "throughput.png", "variants.png"):
+    assert "## Fixed work: what the gateway costs" in md
+    for name in ("latency.png", "throughput.png", "variants.png", "fixed_work.png"):
         assert (reports / "plots" / "bench" / name).stat().st_size > 1000
     # the gateway must not flap to 503 between requests (a stale keep-alive connection once did that)
     assert not gateway_503, f"gateway answered 503 while its engine was up: {gateway_503}"
@@ -172,6 +201,7 @@ def test_bench_against_an_external_engine_behind_the_gateway(tmp_path: Path, mon
         assert r["requests"] >= 1 and r["error_rate"] == 0, (key, r["errors"])
         assert r["completion_tokens"] == r["requests"] * 12, (key, r)  # the fake always writes max_tokens
     assert result["gateway_overhead"]["pairs"] == 2
+    assert "ignore_eos" in result["fixed"]["skipped"]  # an external engine may not honour it: not measured
     assert result["overall"]["ms_per_100_tokens_c1"] > 0 and result["overall"]["decode_tokens_per_s"] is None
     bw = next(t for t in result["targets"] if t["name"].startswith("single-stream"))
     assert bw["measured"] is None and bw["met"] is False  # no GGUF: no bound, reported as n/a

@@ -7,7 +7,7 @@ In-process: `create_app()` is an ASGI app (tests put it behind httpx2.ASGITransp
 
 Reply: "Thanks for contacting support." followed by " t<i>" filler tokens, max_tokens tokens in all
 (default 16). Magic words in the last user message: `__slow__` (0.2 s per token), `__hang__`
-(sleep 30 s before the first token), `__error__` (HTTP 500), `__context__` (HTTP 400 like
+(sleep 30 s before the first token), `__short__` (4 tokens, unless `ignore_eos`), `__error__` (HTTP 500), `__context__` (HTTP 400 like
 llama-server's context overflow), `__busy__` (HTTP 503), `__sigill__` (the process kills itself with
 SIGILL, as a llama.cpp build for another CPU does on its first decode). `--sigill-at-start-if FILE`:
 die of SIGILL at start while FILE exists (a crash loop for the supervisor). Control: GET /_stats, POST /_control
@@ -111,7 +111,7 @@ def create_app(*, token_delay: float = 0.0, kind: str = "llamacpp", model_id: st
         delay = 0.2 if "__slow__" in last else state["token_delay"]
         hang = 30.0 if "__hang__" in last else 0.0
         toks = reply_tokens(int(body.get("max_tokens") or 16))
-        if "__short__" in last:  # stops early: most of max_tokens goes unused
+        if "__short__" in last and not body.get("ignore_eos"):  # stops early (unless told to ignore EOS)
             toks = toks[:4]
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         usage = {

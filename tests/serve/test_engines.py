@@ -160,3 +160,49 @@ def test_engine_killed_then_restarted(fake_engine_proc: FakeEngineProcess) -> No
         metrics = httpx2.get(f"{gw.url}/metrics").text
         assert 'supportlm_request_failure_total{err="engine"} 2.0' in metrics
         assert "supportlm_engine_up 1.0" in metrics
+
+
+@pytest.mark.parametrize("kind", sorted(ENGINE_KINDS))
+def test_ignore_eos_reaches_engines_that_honour_it_and_is_refused_elsewhere(kind: str) -> None:
+    """`ignore_eos` (vLLM's and llama-server's extension) makes a reply exactly max_tokens long: the bench's
+    fixed work depends on it. An engine kind that would drop it silently gets a 422 naming the field."""
+    fake = create_fake_engine(kind=kind, model_id="served-by-engine")
+    short = chat_body("__short__ please", max_tokens=12)
+
+    async def go() -> dict[str, Any]:
+        async with gateway(kind=kind, fake=fake) as c:
+            plain = await c.post("/v1/chat/completions", json=short, headers=ALICE)
+            fixed = await c.post("/v1/chat/completions", json={**short, "ignore_eos": True}, headers=ALICE)
+            upstream = dict(fake.state.fake["last_body"])
+            streamed = await c.post("/v1/chat/completions", json={**short, "ignore_eos": True, "stream": True,
+                                    "stream_options": {"include_usage": True}}, headers=ALICE)  # fmt: skip
+            return locals()
+
+    out = run(go())
+    assert out["plain"].status_code == 200
+    assert out["plain"].json()["usage"]["completion_tokens"] == 4  # the fake stops early by itself
+    if ENGINE_KINDS[kind].ignore_eos:
+        assert out["fixed"].status_code == 200, out["fixed"].text
+        assert out["upstream"]["ignore_eos"] is True
+        assert out["fixed"].json()["usage"]["completion_tokens"] == 12
+        usage = [json.loads(p) for p in parse_sse(out["streamed"].text)[:-1] if '"usage"' in p]
+        assert usage and usage[-1]["usage"]["completion_tokens"] == 12
+    else:
+        for r in (out["fixed"], out["streamed"]):
+            assert r.status_code == 422, r.text
+            err = r.json()["error"]
+            assert err["param"] == "ignore_eos" and err["code"] == "unsupported_parameter"
+            assert kind in err["message"]
+        assert "ignore_eos" not in (out["upstream"] or {})  # never sent upstream
+
+
+def test_ignore_eos_false_is_not_sent_upstream() -> None:
+    fake = create_fake_engine(kind="llamacpp")
+
+    async def go() -> dict[str, Any]:
+        async with gateway(fake=fake) as c:
+            r = await c.post("/v1/chat/completions", json=chat_body(ignore_eos=False), headers=ALICE)
+            return {"r": r, "upstream": dict(fake.state.fake["last_body"])}
+
+    out = run(go())
+    assert out["r"].status_code == 200 and "ignore_eos" not in out["upstream"]

@@ -15,7 +15,7 @@ log = logging.getLogger("supportlm.bench")
 def render_markdown(r: dict[str, Any], reports: Path) -> str:
     """bench.md: setup, targets, runs, bandwidth bound, engine tuning, serving config, plots, lineage."""
     doc = Document()
-    for part in (_intro, _targets, _runs, _bandwidth, _tuning, _serving, _plots, _lineage):
+    for part in (_intro, _targets, _runs, _fixed, _bandwidth, _tuning, _serving, _plots, _lineage):
         part(doc, r)
     return doc.to_md(reports)
 
@@ -80,6 +80,76 @@ def _runs(doc: Document, r: dict[str, Any]) -> None:
         "ms/100 tok = each request's latency x 100 / its completion tokens (prompt processing included); "
         "decode ms/100 tok = streamed requests' time after the first token x 100 / (tokens - 1)."
     )
+
+
+def _fixed(doc: Document, r: dict[str, Any]) -> None:
+    """Fixed work: the gateway's cost per level (tokens/s ratio, latency, CPU per process), its profile."""
+    f = r.get("fixed")
+    if not f:
+        return
+    doc.h(2, "Fixed work: what the gateway costs")
+    if f.get("skipped"):
+        doc.p(f"Not measured: {f['skipped']}.")
+        return
+    s = f["setup"]
+    doc.p(
+        f"The same {s['prompts']} prompts, every reply exactly {s['max_tokens']} tokens (`ignore_eos`, greedy), "
+        f"{s['requests_per_user']} requests per user per round, half streamed; each level runs {s['pairs']} "
+        "round pairs, engine and gateway back to back in alternating order, slots erased before each round. "
+        "Ratios are per pair (geometric mean, bootstrap 95% interval over pairs; latency pairs are the same "
+        "user's same request in the same pair). CPU: CPU-seconds each process spent in the rounds, per 100 generated tokens "
+        "(psutil); *gateway share* = gateway / (gateway + llama-server) in the gateway rounds."
+    )
+    rows = []
+    for users, lv in sorted(f["levels"].items(), key=lambda kv: int(kv[0])):
+        tr, lr = lv["tokens_per_s_ratio"], lv["latency_ratio"]
+        for t in ("engine", "gateway"):
+            x = lv[t]
+            cpu = x["cpu_ms_per_100_tokens"]
+            iv = x.get("ms_per_100_tokens_interval")
+            rows.append([
+                users, t, fmt(x["tokens_per_s_median"], ",.1f"), fmt(x["ms_per_100_tokens_p50"], ",.0f"),
+                f"{fmt(x['ms_per_100_tokens_mean'], ',.0f')}" + (f" [{iv[0]:,.0f}, {iv[1]:,.0f}]" if iv else ""),
+                fmt(cpu.get("gateway"), ",.1f"), fmt(cpu.get("engine"), ",.0f"), fmt(cpu.get("client"), ",.1f"),
+                x["short_replies"] + x["errors"],
+                "" if t == "engine" else f"{fmt(tr['ratio'], '.3f')} [{fmt(tr['low'], '.3f')}, {fmt(tr['high'], '.3f')}]",
+                "" if t == "engine" else f"{fmt(lr['ratio'], '.3f')} [{fmt(lr['low'], '.3f')}, {fmt(lr['high'], '.3f')}]",
+                "" if t == "engine" else pct(lv["gateway_cpu_share"]),
+            ])  # fmt: skip
+    doc.table(
+        ["users", "target", "tok/s (median round)", "ms/100 tok p50", "ms/100 tok mean [95%]",
+         "CPU ms/100 tok: gateway", "llama-server", "client", "short or failed", "tok/s vs engine",
+         "latency vs engine", "gateway share"],
+        rows, align_right=range(2, 12),
+    )  # fmt: skip
+    one = f["levels"].get("1")
+    if one and one["engine"].get("decode_ms_per_token_p50") and one["gateway"].get("decode_ms_per_token_p50"):
+        e, g = one["engine"], one["gateway"]
+        bench = (r.get("decode") or {}).get(r.get("primary") or "", {}).get("tokens_per_s")
+        pure = f"; llama-bench's pure decode in this run: {1000 / bench:.2f} ms per token" if bench else ""
+        doc.p(
+            f"1 user, streamed requests: first token p50 {fmt(e['ttft_ms_p50'], ',.0f')} ms at the engine, "
+            f"{fmt(g['ttft_ms_p50'], ',.0f')} ms through the gateway; then {e['decode_ms_per_token_p50']:.2f} ms "
+            f"per token at the engine, {g['decode_ms_per_token_p50']:.2f} through the gateway{pure}."
+        )
+    prof = f.get("profile")
+    if not prof:
+        return
+    doc.h(3, "Where the gateway's CPU goes")
+    if prof.get("skipped"):
+        doc.p(f"Not profiled: {prof['skipped']}.")
+        return
+    doc.p(
+        f"{prof['tool']} at {prof['rate_hz']} Hz over one more gateway round at {prof['users']} users "
+        f"({prof['tokens']} tokens, {fmt(prof['wall_s'], '.1f')} s, the gateway spent "
+        f"{fmt(prof.get('gateway_cpu_s'), '.2f')} CPU-s): {prof['samples']} samples of running Python stacks. "
+        f"{prof['note']}. By the library of the innermost frame (*event loop* = asyncio or uvloop selecting, "
+        "reading and writing sockets):"
+    )
+    doc.table(["library", "samples", "share"],
+              [[x["library"], x["samples"], pct(x["share"])] for x in prof["by_library"][:10]], align_right=[1, 2])  # fmt: skip
+    doc.table(["function (innermost frame)", "samples", "share"],
+              [[Code(x["function"]), x["samples"], pct(x["share"])] for x in prof["self"][:10]], align_right=[1, 2])  # fmt: skip
 
 
 def _bandwidth(doc: Document, r: dict[str, Any]) -> None:
@@ -261,4 +331,57 @@ def plot(r: dict[str, Any], out_dir: Path) -> list[Path]:
     paths.append(out_dir / "variants.png")
     fig.savefig(paths[-1])
     plt.close(fig)
+    fixed = (r.get("fixed") or {}).get("levels")
+    if fixed:
+        paths.append(_plot_fixed(plt, r, out_dir / "fixed_work.png"))
     return paths
+
+
+def _plot_fixed(plt: Any, r: dict[str, Any], out: Path) -> Path:
+    """fixed_work.png: each round pair's gateway/engine tokens/s ratio per level, with the interval and the
+    goal; and the CPU each process spent per 100 tokens."""
+    f = r["fixed"]
+    levels = sorted(f["levels"], key=int)
+    goal = (r.get("setup") or {}).get("gateway_throughput_ratio_goal")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    by_level: dict[str, list[float]] = {}
+    for users in levels:
+        rounds = [x for x in f["rounds"] if str(x["users"]) == users]
+        eng = [x for x in rounds if x["target"] == "engine"]
+        gw = [x for x in rounds if x["target"] == "gateway"]
+        by_level[users] = [g["tokens_per_s"] / e["tokens_per_s"] for e, g in zip(eng, gw, strict=False)
+                           if e["tokens_per_s"] and g["tokens_per_s"]]  # fmt: skip
+    for i, users in enumerate(levels):
+        ys = by_level[users]
+        axes[0].scatter([i] * len(ys), ys, color="#1f77b4", alpha=0.6, s=18, label="round pairs" if i == 0 else None)
+        tr = f["levels"][users]["tokens_per_s_ratio"]
+        if tr["ratio"] is not None:
+            axes[0].errorbar([i + 0.15], [tr["ratio"]], yerr=[[tr["ratio"] - tr["low"]], [tr["high"] - tr["ratio"]]],
+                             fmt="o", color="black", capsize=4, label="geometric mean, 95%" if i == 0 else None)  # fmt: skip
+    if goal:
+        axes[0].axhline(goal, color="green", ls=":", label=f"goal >= {goal:g}")
+    axes[0].axhline(1.0, color="#999999", lw=0.8)
+    axes[0].set_xticks(range(len(levels)))
+    axes[0].set_xticklabels([f"{u} user{'s' if int(u) > 1 else ''}" for u in levels])
+    axes[0].set(title="gateway / engine tokens/s, same work", ylabel="ratio")
+    axes[0].legend(fontsize=8)
+    width = 0.38
+    for j, t in enumerate(("engine", "gateway")):
+        cpu = [f["levels"][u][t]["cpu_ms_per_100_tokens"] for u in levels]
+        xs = [i + (j - 0.5) * width for i in range(len(levels))]
+        bottom = [0.0] * len(levels)
+        for proc, color in (("engine", "#ff7f0e"), ("gateway", "#1f77b4"), ("client", "#7f7f7f")):
+            vals = [c.get(proc, 0.0) for c in cpu]
+            axes[1].bar(xs, vals, width, bottom=bottom, color=color, alpha=0.9 if t == "gateway" else 0.5,
+                        label=f"{proc}" if j == 1 else None)  # fmt: skip
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    axes[1].set_xticks(range(len(levels)))
+    axes[1].set_xticklabels([f"{u}: engine | gateway" for u in levels])
+    axes[1].set(title="CPU ms per 100 tokens, by process (left: engine rounds)", ylabel="CPU ms / 100 tokens")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -20,10 +20,13 @@ Steps (`run_bench`):
    each `bench.concurrency` level against the gateway and each `bench.engine_concurrency` level against
    llama-server's own OpenAI endpoint. Both targets at a level get the same prompts in the same order
    from empty slot caches (slots erased, llama-server's RAM prompt cache off), greedy decoding: the
-   engine does the same work for both; then `bench.overhead_pairs` interleaved engine/gateway pairs
-   (same prompt back to back) give the gateway overhead free of the load drift between runs;
+   engine does the same work for both; then fixed work (`fixed_load.py`, bench.fixed): the same prompts
+   and exactly max_new_tokens per reply (ignore_eos), engine and gateway in interleaved round pairs at each
+   bench.fixed level, with CPU-seconds per process and a py-spy profile of the gateway; optionally
+   (`bench.overhead_pairs`) Locust prompts one at a time, engine then gateway;
 6. each other variant through the gateway at `bench.variant_concurrency`;
 7. targets (seed: < 500 ms per 100 tokens, > 10 req/s, > 50% size reduction; CPU: gateway overhead,
+   gateway/engine tokens/s under fixed work,
    batching speedup, fraction of the bandwidth bound), each {name, goal, measured, met}.
 
 Writes reports/bench.json (`runs`, `targets`, `hardware`, `overall`, `bandwidth`, `tuning`, lineage),
@@ -36,6 +39,7 @@ Raises:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -71,6 +75,7 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
     Returns the bench.json dict (also written, with bench.md and the plots)."""
     from supportlm.bench import bandwidth as bw
     from supportlm.bench import engine_tuning as et
+    from supportlm.bench import fixed_load as fl
     from supportlm.io import write_json
     from supportlm.lineage import git_sha, params_hash
     from supportlm.serve.settings import default_threads
@@ -144,6 +149,7 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
         max_level = max([*p.concurrency, *p.engine_concurrency, *p.variant_concurrency])
         stack_info: dict[str, Any] = {}
         overhead: dict[str, Any] | None = None
+        fixed: dict[str, Any] | None = None
 
         def measure(stack: Stack, model: str, target: str, c: int, seconds: float) -> None:
             url = stack.gateway_url if target == "gateway" else stack.engine_url
@@ -181,7 +187,8 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
                           "llama_ctx_size": llama.ctx_size, "llama_batch_size": llama.batch_size,
                           "llama_ubatch_size": llama.ubatch_size, "llama_extra_args": llama.extra_args,
                           "limits_max_concurrency": limits.max_concurrency,
-                          "limits_max_queue": limits.max_queue}  # fmt: skip
+                          "limits_max_queue": limits.max_queue,
+                          "event_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}  # fmt: skip
             warm_up(stack, prompts, p.warmup_requests, p.max_new_tokens)
             levels = sorted(set(p.concurrency) | set(p.engine_concurrency))
             for i, c in enumerate(levels):
@@ -191,6 +198,19 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
                 for target in order:
                     if c in (p.concurrency if target == "gateway" else p.engine_concurrency):
                         measure(stack, label, target, c, p.level_seconds)
+            if p.fixed.enabled and not external:
+                say("fixed work: the same prompts and reply lengths through the gateway and at the engine")
+                fixed = fl.fixed_load(stack, prompts[: p.fixed.prompts], levels=p.fixed.levels,
+                                      pairs=p.fixed.pairs, per_user=p.fixed.requests_per_user,
+                                      max_tokens=p.max_new_tokens, log=say)  # fmt: skip
+                if p.fixed.profile:
+                    fixed["profile"] = fl.profile_gateway(
+                        stack, prompts[: p.fixed.prompts], users=max(p.fixed.levels),
+                        per_user=p.fixed.requests_per_user, max_tokens=p.max_new_tokens, rate=p.fixed.profile_rate_hz,
+                    )  # fmt: skip
+                    say(fl.describe_profile(fixed["profile"]))
+            elif p.fixed.enabled:
+                fixed = {"skipped": f"an external engine ({serve_p.engine.kind}) may not honour ignore_eos"}
             if p.overhead_pairs:
                 overhead = paired_overhead(stack, prompts, p.overhead_pairs, p.max_new_tokens)
                 say(
@@ -223,15 +243,20 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
         bandwidth_rows=bound_rows,
         size_name=p.primary,
         overhead=overhead,
+        fixed=fixed,
     )
     gw = {r["concurrency"]: r for r in runs if r["target"] == "gateway" and r["model"] == label}
     t_by = {t["name"]: t["measured"] for t in targets}
+    f1 = ((fixed or {}).get("levels") or {}).get("1", {}).get("gateway", {})
     result: dict[str, Any] = {
         "runs": runs,
         "targets": targets,
         "hardware": hardware_info(threads, serve_p.llama.parallel, load_before),
         "overall": {
-            "ms_per_100_tokens_c1": gw[1]["ms_per_100_tokens"] if 1 in gw else None,
+            # exactly max_new_tokens per reply (bench.fixed) when measured; else Locust's replies of any length
+            "ms_per_100_tokens_c1": f1.get("ms_per_100_tokens_p50") or (gw[1]["ms_per_100_tokens"] if 1 in gw else None),
+            "ms_per_100_tokens_c1_locust": gw[1]["ms_per_100_tokens"] if 1 in gw else None,
+            "gateway_engine_tokens_ratio": next((v for k, v in t_by.items() if k.startswith("gateway/engine")), None),
             "p50_ms_c1": gw[1]["p50_ms"] if 1 in gw else None,
             "ttft_ms_c1": gw[1]["ttft_ms"] if 1 in gw else None,
             "max_rps": max((r["rps"] for r in gw.values()), default=None),
@@ -246,6 +271,7 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
             "targets_total": len(targets),
         },
         "gateway_overhead": overhead,
+        "fixed": fixed,
         "bandwidth": {**band, "models": bound_rows},
         "decode": {n: d for n, d in decode.items()},
         "tuning": tuning,
@@ -268,6 +294,8 @@ def run_bench(params: Params, paths: Paths) -> dict[str, Any]:
             "max_new_tokens": p.max_new_tokens,
             "temperature": p.temperature,
             "prompts": len(prompts),
+            "fixed": p.fixed.model_dump(mode="json"),
+            "gateway_throughput_ratio_goal": p.targets.gateway_throughput_ratio,
             "test_file": str(test_jsonl),
             "users": "1 user: AlternatingUser (stream/plain in turn); more: half StreamingUser, half NonStreamingUser",
         },

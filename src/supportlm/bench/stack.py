@@ -30,6 +30,7 @@ class Stack:
     api_key: str
     parallel: int
     settings: Any  # the ServeSettings the gateway runs with
+    pid: int | None = None  # the gateway's process (serve(); a managed llama-server is its child)
 
     @property
     def served_name(self) -> str:
@@ -95,7 +96,7 @@ def serving_stack(settings: Any, work: Path, start_timeout_s: float = 240.0) -> 
     gw = f"http://127.0.0.1:{settings.port}"
     managed = settings.engine.kind == "llamacpp" and settings.manages_engine
     # slots are llama-server's (erased between runs); an external engine gets parallel=0: nothing to erase
-    stack = Stack(gw, settings.engine_base_url, key, settings.llama.parallel if managed else 0, settings)
+    stack = Stack(gw, settings.engine_base_url, key, settings.llama.parallel if managed else 0, settings, proc.pid)
     try:
         deadline = time.monotonic() + start_timeout_s
         while True:

@@ -26,8 +26,13 @@ def _fmt_ms(x: float | None) -> str:
 def build_targets(
     runs: list[dict[str, Any]], primary: str, goals: Any, *, size_reduction: dict[str, Any] | None,
     bandwidth_rows: list[dict[str, Any]], overhead: dict[str, Any] | None = None, size_name: str | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The six targets, each {name, goal, measured, met, display, note}; unmeasurable = met false + why."""
+    """The seven targets, each {name, goal, measured, met, display, note}; unmeasurable = met false + why.
+
+    With `fixed` (bench/fixed_load.py: every reply exactly max_new_tokens, gateway and engine in round pairs)
+    the latency, the gateway overhead and the gateway/engine throughput come from it; Locust's numbers
+    (replies of any length, runs 20 s apart) stay in the notes."""
     gw = {r["concurrency"]: r for r in runs if r["target"] == "gateway" and r["model"] == primary}
     en = {r["concurrency"]: r for r in runs if r["target"] == "engine" and r["model"] == primary}
     out: list[dict[str, Any]] = []
@@ -36,23 +41,35 @@ def build_targets(
         out.append({"name": name, "goal": goal, "measured": measured, "met": bool(met and measured is not None),
                     "display": display, "note": note})  # fmt: skip
 
+    levels = (fixed or {}).get("levels") or {}
+    fx1 = levels.get("1")
     g1 = gw.get(1)
     ms = g1["ms_per_100_tokens"] if g1 else None
     detail = ""
     if g1:
         detail = (
-            f"; of which first token (TTFT p50) {_fmt_ms(g1['ttft_ms'])}, decode alone "
-            f"{_fmt_ms(g1.get('decode_ms_per_100_tokens'))} per 100 tokens; "
-            f"{g1['tokens_per_request']:.0f} tokens per reply"
+            f"; Locust (replies of any length): p50 {_fmt_ms(ms)}, of which first token (TTFT p50) "
+            f"{_fmt_ms(g1['ttft_ms'])}, decode alone {_fmt_ms(g1.get('decode_ms_per_100_tokens'))} per 100 "
+            f"tokens; {g1['tokens_per_request']:.0f} tokens per reply"
         )
-    add(
-        "latency per 100 generated tokens (gateway, 1 user, p50)",
-        f"< {goals.ms_per_100_tokens:g} ms",
-        ms,
-        ms is not None and ms < goals.ms_per_100_tokens,
-        _fmt_ms(ms),
-        SEED_NOTE + detail,
-    )
+    name = "latency per 100 generated tokens (gateway, 1 user, p50)"
+    display = _fmt_ms(ms)
+    if fx1 and fx1["gateway"]["ms_per_100_tokens_p50"] is not None:
+        fg, fe = fx1["gateway"], fx1["engine"]
+        ms = fg["ms_per_100_tokens_p50"]
+        name = f"latency per 100 generated tokens (gateway, 1 user, p50, fixed work: {fixed['setup']['max_tokens']}-token replies)"
+        iv = fg.get("ms_per_100_tokens_interval")
+        display = _fmt_ms(ms) + (f" (mean {fg['ms_per_100_tokens_mean']:,.0f} [{iv[0]:,.0f}, {iv[1]:,.0f}])" if iv else "")
+        parts = ""
+        if fg.get("ttft_ms_p50") is not None and fg.get("decode_ms_per_token_p50") is not None:
+            parts = (f" (streamed: first token {_fmt_ms(fg['ttft_ms_p50'])}, then "
+                     f"{fg['decode_ms_per_token_p50']:.2f} ms per token)")  # fmt: skip
+        detail = (
+            f"; {fg['requests']} requests of exactly {fixed['setup']['max_tokens']} tokens{parts}; engine direct in "
+            f"the same pairs {_fmt_ms(fe['ms_per_100_tokens_p50'])}" + detail
+        )
+    add(name, f"< {goals.ms_per_100_tokens:g} ms", ms, ms is not None and ms < goals.ms_per_100_tokens, display,
+        SEED_NOTE + detail)  # fmt: skip
     best = max(gw.values(), key=lambda r: r["rps"]) if gw else None
     add(
         "throughput (gateway, best concurrency level)",
@@ -80,7 +97,15 @@ def build_targets(
         if runs_ovh is not None
         else "no 1-user gateway + engine runs"
     )
-    if overhead and overhead.get("overhead") is not None:
+    lat1 = (fx1 or {}).get("latency_ratio") or {}
+    if lat1.get("ratio") is not None:
+        ovh = round(lat1["ratio"] - 1, 4)
+        name = "gateway overhead (latency vs engine direct, 1 user, fixed work, paired)"
+        note = (
+            f"{lat1['n']} requests paired by prompt, {lat1['method']}: [{lat1['low'] - 1:+.1%}, "
+            f"{lat1['high'] - 1:+.1%}]; {runs_note}"
+        )
+    elif overhead and overhead.get("overhead") is not None:
         ovh = overhead["overhead"]
         name = "gateway overhead (latency vs engine direct, 1 request at a time, paired)"
         note = (
@@ -98,13 +123,27 @@ def build_targets(
     )
     g8 = gw.get(8)
     sp = (g8["tokens_per_s"] / g1["tokens_per_s"]) if g8 and g1 and g1["tokens_per_s"] else None
+    note = "continuous batching over llama-server's parallel slots"
+    name = "batched throughput (gateway tokens/s, 8 users vs 1)"
+    fx8 = levels.get("8")
+    if fx1 and fx8 and fx1["gateway"]["tokens_per_s_median"] and fx8["gateway"]["tokens_per_s_median"]:
+        locust = f"; Locust runs (replies of any length): {sp:.2f}x" if sp is not None else ""
+        sp = fx8["gateway"]["tokens_per_s_median"] / fx1["gateway"]["tokens_per_s_median"]
+        name = "batched throughput (gateway tokens/s, 8 users vs 1, fixed work)"
+        note += f"; median round of each level, the same prompts and reply lengths{locust}"
+    add(name, f">= {goals.batch_speedup:g}x", sp, sp is not None and sp >= goals.batch_speedup,
+        f"{sp:.2f}x" if sp is not None else "n/a", note)  # fmt: skip
+    top = max(levels, key=int) if levels else None
+    tr = levels[top]["tokens_per_s_ratio"] if top else {}
+    ratio = tr.get("ratio")
     add(
-        "batched throughput (gateway tokens/s, 8 users vs 1)",
-        f">= {goals.batch_speedup:g}x",
-        sp,
-        sp is not None and sp >= goals.batch_speedup,
-        f"{sp:.2f}x" if sp is not None else "n/a",
-        "continuous batching over llama-server's parallel slots",
+        f"gateway/engine tokens/s ({top or '?'} users, fixed work)",
+        f">= {goals.gateway_throughput_ratio:g}",
+        ratio,
+        ratio is not None and ratio >= goals.gateway_throughput_ratio,
+        f"{ratio:.3f} [{tr['low']:.3f}, {tr['high']:.3f}]" if ratio is not None else "n/a",
+        f"{tr.get('n', 0)} round pairs, {tr.get('method', '')}; gateway CPU {levels[top]['gateway_cpu_share']:.1%} "
+        "of gateway + engine CPU" if ratio is not None else (fixed or {}).get("skipped", "bench.fixed is off"),
     )
     bw = next((r for r in bandwidth_rows if r["model"] == primary), None)
     frac = bw["fraction_of_bound"] if bw else None

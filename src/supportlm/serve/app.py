@@ -312,6 +312,7 @@ def _add_inference_routes(app: FastAPI, gw: Gateway) -> set[Callable[..., Any]]:
         req: Any = body
         ctx: RequestContext = request.state.ctx
         gw.check_model(req.model)
+        gw.check_ignore_eos(req.ignore_eos)
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         upstream = gw.upstream_body(
             messages,
@@ -323,6 +324,7 @@ def _add_inference_routes(app: FastAPI, gw: Gateway) -> set[Callable[..., Any]]:
                 "seed": req.seed,
                 "presence_penalty": req.presence_penalty,
                 "frequency_penalty": req.frequency_penalty,
+                "ignore_eos": req.ignore_eos or None,
             },
         )
         ctx.prompt = "\n".join(f"{m['role']}: {m['content']}" for m in upstream["messages"])

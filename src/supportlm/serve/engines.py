@@ -52,15 +52,16 @@ class EngineKind:
     health_path: str
     default_model: str | None  # None: ask GET /v1/models
     stream_usage: bool  # send stream_options.include_usage upstream
+    ignore_eos: bool  # honours `ignore_eos` (generate exactly max_tokens: fixed-work benchmarks)
 
 
 ENGINE_KINDS: dict[str, EngineKind] = {
-    "llamacpp": EngineKind("/health", "supportlm", True),
+    "llamacpp": EngineKind("/health", "supportlm", True, True),
     # TGI's Messages API takes any model string ("tgi" in its docs); stream_options support varies
     # by version, so token counts for TGI streams are counted from the chunks instead
-    "tgi": EngineKind("/health", "tgi", False),
-    "vllm": EngineKind("/health", None, True),
-    "openai": EngineKind("/v1/models", None, True),
+    "tgi": EngineKind("/health", "tgi", False, False),
+    "vllm": EngineKind("/health", None, True, True),
+    "openai": EngineKind("/v1/models", None, True, False),
 }
 
 

@@ -33,6 +33,7 @@ from supportlm.serve.budgets import make_buckets
 from supportlm.serve.engines import Engine, EngineMonitor, UpstreamStream
 from supportlm.serve.errors import (
     EngineUnavailable,
+    InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
     RateLimited,
@@ -186,6 +187,16 @@ class Gateway:
                 f"`model` must be `{served}` or omitted. Given: {shorten(requested)!r}",
                 param="model",
                 code="model_not_found",
+            )
+
+    def check_ignore_eos(self, ignore_eos: bool) -> None:
+        """`ignore_eos` goes upstream only to engines that honour it; elsewhere it would be dropped silently
+        and a benchmark would measure replies of whatever length."""
+        if ignore_eos and not self.engine.spec.ignore_eos:
+            raise InvalidRequest(
+                f"`ignore_eos` is not supported by this server's engine ({self.engine.kind}). Given: true",
+                param="ignore_eos",
+                code="unsupported_parameter",
             )
 
     def check_ready(self) -> None:

@@ -192,6 +192,12 @@ def request_models(s: ServeSettings) -> tuple[type[BaseModel], type[BaseModel]]:
         presence_penalty: Penalty | None = None  # type: ignore[valid-type]
         frequency_penalty: Penalty | None = None  # type: ignore[valid-type]
         user: Annotated[str, Field(max_length=256)] | None = None
+        ignore_eos: bool = Field(
+            False,
+            description="generate exactly `max_tokens` (vLLM's and llama-server's extension; for fixed-work "
+            "benchmarks). Costs no more than any request of that `max_tokens`: the token budget charges it "
+            "up front",
+        )
 
         @field_validator("messages")
         @classmethod
