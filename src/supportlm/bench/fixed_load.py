@@ -11,7 +11,7 @@ requests, how long the replies and where the load drifted. Here both targets get
   shared box cancels within a pair.
 
 Per level: tokens/s of each round, the pairs' gateway/engine ratio with a bootstrap 95% interval, ms per
-100 tokens per request (paired by prompt at one user), and the CPU seconds every process spent in the
+100 tokens per request (paired: the same user's same request in both rounds of a pair), and the CPU seconds every process spent in the
 round (gateway, llama-server, this client; /proc via psutil). On a box whose cores all decode, each
 CPU-second the gateway spends is taken from llama.cpp's threads: `gateway_cpu_share` is that cost.
 

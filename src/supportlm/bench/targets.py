@@ -32,7 +32,7 @@ def build_targets(
 
     With `fixed` (bench/fixed_load.py: every reply exactly max_new_tokens, gateway and engine in round pairs)
     the latency, the gateway overhead and the gateway/engine throughput come from it; Locust's numbers
-    (replies of any length, runs 20 s apart) stay in the notes."""
+    (replies of any length, separate runs) stay in the notes."""
     gw = {r["concurrency"]: r for r in runs if r["target"] == "gateway" and r["model"] == primary}
     en = {r["concurrency"]: r for r in runs if r["target"] == "engine" and r["model"] == primary}
     out: list[dict[str, Any]] = []
@@ -93,7 +93,7 @@ def build_targets(
     e1 = en.get(1)
     runs_ovh = (g1["mean_ms"] / e1["mean_ms"] - 1) if g1 and e1 and g1["mean_ms"] and e1["mean_ms"] else None
     runs_note = (
-        f"Locust runs at 1 user (mean latency, 20 s apart): {runs_ovh:+.1%}"
+        f"Locust runs at 1 user (mean latency, separate runs): {runs_ovh:+.1%}"
         if runs_ovh is not None
         else "no 1-user gateway + engine runs"
     )
@@ -102,7 +102,7 @@ def build_targets(
         ovh = round(lat1["ratio"] - 1, 4)
         name = "gateway overhead (latency vs engine direct, 1 user, fixed work, paired)"
         note = (
-            f"{lat1['n']} requests paired by prompt, {lat1['method']}: [{lat1['low'] - 1:+.1%}, "
+            f"{lat1['n']} requests paired (same user, same request, same prompt), {lat1['method']}: [{lat1['low'] - 1:+.1%}, "
             f"{lat1['high'] - 1:+.1%}]; {runs_note}"
         )
     elif overhead and overhead.get("overhead") is not None:
