@@ -79,7 +79,7 @@ def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pyt
         stop_timeout_s=60, warmup_requests=1, overhead_pairs=2, max_new_tokens=32, prompts=16, threads=1,
         bandwidth_mb=64, bandwidth_repeats=2, decode_tokens=16, decode_repeats=1,
         tuning=BenchTuningParams(enabled=False),
-        fixed=BenchFixedParams(levels=[1, 2], pairs=2, requests_per_user=1, prompts=2, profile=True),
+        fixed=BenchFixedParams(levels=[1, 2], pairs=2, requests_per_user=2, prompts=2, profile=True),
     )  # fmt: skip
     params = project_params(bench=bench, serve=ServeParams(llama=ServeLlamaParams(parallel=2, ctx_size=1024)),
                             base_model=BaseModelParams(base="bundled:smollm2-135m-instruct"))  # fmt: skip
@@ -113,14 +113,19 @@ def test_short_bench_through_gateway_and_engine(tmp_path: Path, monkeypatch: pyt
         for t in ("engine", "gateway"):
             x = lv[t]
             assert x["errors"] == 0 and x["short_replies"] == 0, (users, t, x)
-            assert x["requests"] == 2 * int(users) and x["ms_per_100_tokens_p50"] > 0, (users, t, x)
+            assert x["requests"] == 2 * 2 * int(users) and x["ms_per_100_tokens_p50"] > 0, (users, t, x)
             assert x["cpu_ms_per_100_tokens"]["engine"] > 0, (users, t, x)  # llama-server found and measured
         assert 0.3 < lv["tokens_per_s_ratio"]["ratio"] < 3 and lv["tokens_per_s_ratio"]["n"] == 2
-        assert lv["gateway"]["cpu_ms_per_100_tokens"]["gateway"] > lv["engine"]["cpu_ms_per_100_tokens"]["gateway"]
+    # the gateway's own CPU, summed over its rounds (psutil counts 10 ms ticks: one short round can read 0,
+    # and an idle health probe can land in an engine round, so only the total is compared)
+    gw_cpu = sum(r["cpu_s"]["gateway"] for r in fixed["rounds"] if r["target"] == "gateway")
+    assert gw_cpu > 0, fixed["rounds"]
     for r in fixed["rounds"]:
         assert r["tokens"] == r["requests"] * 32, r
     prof = fixed["profile"]
-    assert prof.get("samples", 0) > 0 or prof.get("skipped"), prof  # py-spy may be refused ptrace: said so
+    # py-spy attached and wrote its samples, or said why not (ptrace refused); the smoke round is a fraction of
+    # a second of gateway CPU, so even zero samples is possible
+    assert ("samples" in prof and prof["tool"].startswith("py-spy")) or prof.get("skipped"), prof
     if prof.get("samples"):
         assert abs(sum(x["share"] for x in prof["by_library"]) - 1) < 0.01
     by_name = {t["name"]: t for t in result["targets"]}
